@@ -1,0 +1,247 @@
+"""One configuration object for DINO-Mix, saved inside every checkpoint and read back for inference.
+
+The same :class:`DinoMixConfig` drives the network builder, preprocessing, training and inference
+(as nnU-Net does with its plans), so a model file is self-describing.
+
+DINO-Mix: arXiv 2602.07819. What the paper states and what is our choice is in ``docs/method.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+__all__ = ["ORGANS", "ORGAN_ABBREVIATIONS", "NUM_CLASSES", "SMALL_ORGANS", "DinoMixConfig", "PRESETS", "get_preset"]
+
+#: The 13 Synapse (BTCV) organ channels, in the benchmark's order (label id = index + 1).
+ORGANS: Tuple[str, ...] = (
+    "spleen",
+    "right kidney",
+    "left kidney",
+    "gallbladder",
+    "esophagus",
+    "liver",
+    "stomach",
+    "aorta",
+    "inferior vena cava",
+    "portal and splenic veins",
+    "pancreas",
+    "right adrenal gland",
+    "left adrenal gland",
+)
+ORGAN_ABBREVIATIONS: Tuple[str, ...] = ("Sp", "RK", "LK", "Ga", "Es", "Li", "St", "Ao", "IVC", "PSV", "PA", "RAG", "LAG")
+#: background + 13 organs
+NUM_CLASSES: int = len(ORGANS) + 1
+#: The four smallest organs by typical volume (label ids): gallbladder is variable, so we use
+#: esophagus, right and left adrenal gland and portal/splenic veins (smallest in the real sample CT).
+SMALL_ORGANS: Tuple[int, ...] = (5, 10, 12, 13)
+
+
+def _tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+@dataclass(frozen=True)
+class DinoMixConfig:
+    """Everything needed to rebuild, train and run a DINO-Mix model.
+
+    Frozen: a run never mutates its configuration; use :meth:`replace` to derive a new one.
+
+    Args:
+        preset: name of the preset this configuration started from (informative).
+        spatial_dims: 3 (volumetric CT).
+        in_channels: image channels (1 for CT).
+        out_channels: classes including background (14 for Synapse).
+        label_names: organ names for label ids 1..out_channels-1.
+        channels: feature channels of the student's encoder stages.
+        strides: down-sampling stride of each encoder stage after the first, as (x, y, z) tuples.
+        num_res_units: residual units per stage (0 = plain conv blocks).
+        dropout: dropout probability in the student.
+        fkd_stage: index of the encoder stage whose features are distilled (the projection head sits there).
+        patch_size: training / sliding-window patch in MONAI array order (x, y, z); axial slices are the last axis.
+        target_spacing: preprocessing voxel spacing in mm, (x, y, z) as MONAI's Spacing takes it.
+        hu_range: HU clip window, scaled to [0, 1].
+        teacher: DINOv3 local folder or hub id, or "none" to disable FKD.
+        teacher_upsample: integer factor axial slices are enlarged by before the ViT, so one teacher token covers
+            ``vit_patch_size / teacher_upsample`` voxels in-plane (must divide the ViT patch size).
+        teacher_batch_size: axial slices per teacher forward pass.
+        use_fkd / use_pic / use_consistency: switch each DINO-Mix component on or off (ablations).
+        fkd_weight: weight beta of the FKD loss.
+        consistency_weight: maximum weight lambda of the unlabeled loss (reached at the end of the ramp-up).
+        rampup_fraction: fraction of training over which lambda follows the sigmoid ramp-up.
+        confidence_threshold: pseudo-label confidence below which a voxel is masked out.
+        ema_momentum: EMA teacher momentum.
+        pic_start_power / pic_schedule: PIC class-sampling curriculum (see ``pic.curriculum_distribution``).
+        pic_box_fraction: CutMix box size as a fraction of the patch, per axis (z, y, x).
+        freq_momentum: EMA momentum of the class-frequency tracker.
+        max_iterations: training iterations.
+        batch_size_labeled / batch_size_unlabeled: patches per iteration.
+        optimizer: "sgd" (baselines' recipe) or "adamw".
+        learning_rate, momentum, weight_decay, poly_power: optimiser and poly learning-rate decay.
+        val_interval: validate every N iterations (0 = only at the end).
+        seed: random seed.
+        amp: mixed precision on CUDA.
+        sw_overlap: sliding-window overlap at inference.
+    """
+
+    preset: str = "cpu"
+    spatial_dims: int = 3
+    in_channels: int = 1
+    out_channels: int = NUM_CLASSES
+    label_names: Tuple[str, ...] = ORGANS
+    channels: Tuple[int, ...] = (8, 16, 32, 64)
+    strides: Tuple[Tuple[int, int, int], ...] = ((2, 2, 1), (2, 2, 2), (2, 2, 2))
+    num_res_units: int = 1
+    dropout: float = 0.0
+    fkd_stage: int = 2
+    patch_size: Tuple[int, int, int] = (96, 96, 32)
+    target_spacing: Tuple[float, float, float] = (2.0, 2.0, 3.0)
+    hu_range: Tuple[float, float] = (-75.0, 275.0)
+    teacher: str = "none"
+    teacher_upsample: int = 1
+    teacher_batch_size: int = 16
+    use_fkd: bool = True
+    use_pic: bool = True
+    use_consistency: bool = True
+    fkd_weight: float = 0.5
+    consistency_weight: float = 1.0
+    rampup_fraction: float = 0.4
+    confidence_threshold: float = 0.7
+    ema_momentum: float = 0.99
+    pic_start_power: float = 1.0
+    pic_schedule: str = "linear"
+    pic_schedule_fraction: float = 0.8
+    pic_box_fraction: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    freq_momentum: float = 0.99
+    max_iterations: int = 300
+    batch_size_labeled: int = 1
+    batch_size_unlabeled: int = 1
+    optimizer: str = "adamw"
+    learning_rate: float = 3e-3
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    poly_power: float = 0.9
+    val_interval: int = 50
+    seed: int = 0
+    amp: bool = True
+    sw_overlap: float = 0.25
+
+    def __post_init__(self) -> None:
+        # normalise lists (from JSON) to tuples without mutating a frozen instance's identity semantics
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(_tuple(x) for x in v))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent setting."""
+        if self.spatial_dims != 3:
+            raise ValueError(f"spatial_dims must be 3 for CT volumes, got {self.spatial_dims}.")
+        if self.in_channels < 1 or self.out_channels < 2:
+            raise ValueError("in_channels must be >= 1 and out_channels >= 2.")
+        if len(self.label_names) != self.out_channels - 1:
+            raise ValueError(
+                f"label_names has {len(self.label_names)} names but out_channels={self.out_channels} needs "
+                f"{self.out_channels - 1}."
+            )
+        if len(self.channels) < 2 or len(self.strides) != len(self.channels) - 1:
+            raise ValueError("strides must have one entry per encoder stage after the first (len(channels) - 1).")
+        if not 0 <= self.fkd_stage < len(self.channels):
+            raise ValueError(f"fkd_stage must index an encoder stage (0..{len(self.channels) - 1}).")
+        if len(self.patch_size) != 3 or any(p < 1 for p in self.patch_size):
+            raise ValueError(f"patch_size must be three positive sizes (x, y, z), got {self.patch_size}.")
+        total = [1, 1, 1]
+        for s in self.strides:
+            if len(s) != 3:
+                raise ValueError(f"each stride must be (x, y, z), got {s}.")
+            total = [t * int(x) for t, x in zip(total, s)]
+        for p, t in zip(self.patch_size, total):
+            if p % t:
+                raise ValueError(f"patch_size {self.patch_size} must be divisible by the total stride {tuple(total)}.")
+        if self.hu_range[0] >= self.hu_range[1]:
+            raise ValueError("hu_range must be (low, high) with low < high.")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError("ema_momentum must be in [0, 1).")
+        if not 0.0 <= self.freq_momentum < 1.0:
+            raise ValueError("freq_momentum must be in [0, 1).")
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ValueError("confidence_threshold must be in [0, 1].")
+        if self.pic_schedule not in ("linear", "cosine", "step"):
+            raise ValueError("pic_schedule must be 'linear', 'cosine' or 'step'.")
+        if not 0.0 < self.pic_schedule_fraction <= 1.0 or not 0.0 <= self.rampup_fraction <= 1.0:
+            raise ValueError("pic_schedule_fraction must be in (0, 1] and rampup_fraction in [0, 1].")
+        if any(not 0.0 < b <= 1.0 for b in self.pic_box_fraction) or len(self.pic_box_fraction) != 3:
+            raise ValueError("pic_box_fraction must be three fractions in (0, 1].")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError("optimizer must be 'sgd' or 'adamw'.")
+        if self.max_iterations < 1 or self.batch_size_labeled < 1 or self.batch_size_unlabeled < 0:
+            raise ValueError("max_iterations and batch_size_labeled must be >= 1, batch_size_unlabeled >= 0.")
+        if self.teacher_upsample < 1:
+            raise ValueError("teacher_upsample must be >= 1.")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive.")
+
+    @property
+    def fkd_enabled(self) -> bool:
+        """FKD runs only when switched on and a teacher is configured."""
+        return self.use_fkd and str(self.teacher).lower() not in ("", "none")
+
+    def replace(self, **changes: Any) -> "DinoMixConfig":
+        """A new configuration with ``changes`` applied (validated)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown DinoMixConfig field(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DinoMixConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DinoMixConfig field(s): {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+#: ``cpu``: a small network and patches that train usefully in minutes on 2 cores.
+#: ``paper``: the baselines' recipe (DHC): V-Net-sized network, patch 128x128x64 (x, y, z), SGD 3e-2 poly, batch 2+2.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "cpu": dict(preset="cpu"),
+    "paper": dict(
+        preset="paper",
+        channels=(32, 64, 128, 256, 512),
+        strides=((2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)),
+        num_res_units=2,
+        dropout=0.1,
+        fkd_stage=3,
+        patch_size=(128, 128, 64),
+        target_spacing=(1.5, 1.5, 2.0),
+        optimizer="sgd",
+        learning_rate=3e-2,
+        momentum=0.9,
+        weight_decay=3e-5,
+        batch_size_labeled=2,
+        batch_size_unlabeled=2,
+        max_iterations=2400,
+        consistency_weight=0.1,
+        val_interval=200,
+        teacher_batch_size=32,
+    ),
+}
+
+
+def get_preset(name: str, **overrides: Any) -> DinoMixConfig:
+    """The configuration of preset ``name`` (``cpu`` or ``paper``) with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    values = dict(PRESETS[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return DinoMixConfig(**values)
