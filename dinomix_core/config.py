@@ -67,6 +67,8 @@ class DinoMixConfig:
         teacher_upsample: integer factor axial slices are enlarged by before the ViT, so one teacher token covers
             ``vit_patch_size / teacher_upsample`` voxels in-plane (must divide the ViT patch size).
         teacher_batch_size: axial slices per teacher forward pass.
+        teacher_cache: compute the teacher's features once per volume and crop/mix them per patch (True), or run
+            the teacher live on every (mixed) patch (False).
         use_fkd / use_pic / use_consistency: switch each DINO-Mix component on or off (ablations).
         fkd_weight: weight beta of the FKD loss.
         consistency_weight: maximum weight lambda of the unlabeled loss (reached at the end of the ramp-up).
@@ -102,6 +104,7 @@ class DinoMixConfig:
     teacher: str = "none"
     teacher_upsample: int = 1
     teacher_batch_size: int = 16
+    teacher_cache: bool = True
     use_fkd: bool = True
     use_pic: bool = True
     use_consistency: bool = True

@@ -1,0 +1,166 @@
+"""The ``dinomix`` command line: train, infer, evaluate, benchmark, prepare-studies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+
+def _progress_bar(total: int, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=initial, desc="training", unit="it", dynamic_ncols=True)
+
+    def update(p):
+        bar.n = p["iteration"]
+        post = {k: f"{v:.3f}" for k, v in p["losses"].items() if k in ("total", "sup", "unsup", "fkd")}
+        if p.get("validation"):
+            post["val_dice"] = f"{p['validation']['mean_dice']:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+        if p["iteration"] >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import get_preset
+    from .studies import list_studies
+    from .trainer import run_training
+
+    overrides = {"max_iterations": args.max_iterations, "seed": args.seed}
+    if args.teacher is not None:
+        overrides["teacher"] = args.teacher
+    if args.no_fkd:
+        overrides["use_fkd"] = False
+    if args.no_pic:
+        overrides["use_pic"] = False
+    if args.no_consistency:
+        overrides["use_consistency"] = False
+    config = get_preset(args.preset, **overrides)
+    labeled, unlabeled = list_studies(args.studies)
+    validation = []
+    if args.val_fraction > 0 and len(labeled) >= 3:
+        n_val = max(1, int(round(len(labeled) * args.val_fraction)))
+        validation, labeled = labeled[:n_val], labeled[n_val:]
+    print(
+        f"DINO-Mix training: {len(labeled)} labeled, {len(unlabeled)} unlabeled, {len(validation)} validation volumes; "
+        f"preset {config.preset}, {config.max_iterations} iterations, teacher {config.teacher!r}",
+        file=sys.stderr,
+    )
+    summary = run_training(
+        config, labeled, unlabeled, args.output, validation=validation, resume=args.resume,
+        init_checkpoint=args.init, progress=_progress_bar(config.max_iterations), device=args.device,
+    )
+    print(json.dumps({k: summary[k] for k in ("checkpoint", "iterations", "best_metric", "seconds")}, indent=2))
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from .inference import predict_file
+
+    out = predict_file(args.model, args.image, args.output, device=args.device)
+    print(out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_main
+
+    return int(evaluate_main(args) or 0)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.which == "phantoms":
+        from .benchmark_phantoms import phantoms_main
+
+        return int(phantoms_main(args) or 0)
+    from .benchmark import benchmark_main
+
+    return int(benchmark_main(args) or 0)
+
+
+def cmd_prepare_studies(args: argparse.Namespace) -> int:
+    from .studies import list_studies, prepare_studies
+
+    out = prepare_studies(args.output, overwrite=args.overwrite)
+    labeled, unlabeled = list_studies(out)
+    print(f"studies ready in {out}: {len(labeled)} labeled, {len(unlabeled)} unlabeled volumes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dinomix", description="DINO-Mix (arXiv 2602.07819) 3D CT organ segmentation")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train on a MONAI Label studies folder (labels/final = labeled)")
+    t.add_argument("--studies", required=True, help="folder of images; labels in STUDIES/labels/final")
+    t.add_argument("--output", required=True, help="output folder (model.pt, checkpoint.pt, logs/, curves.png)")
+    t.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    t.add_argument("--max-iterations", type=int, default=None)
+    t.add_argument("--teacher", default=None, help="DINOv3 local folder or hub id, or 'none' (default: preset's)")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    t.add_argument("--val-fraction", type=float, default=0.0, help="labeled fraction held back for validation")
+    t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    t.add_argument("--init", default=None, help="warm-start from this model file")
+    t.add_argument("--no-fkd", action="store_true")
+    t.add_argument("--no-pic", action="store_true")
+    t.add_argument("--no-consistency", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("infer", help="segment one image with a trained model")
+    i.add_argument("--model", required=True)
+    i.add_argument("--image", required=True)
+    i.add_argument("--output", required=True)
+    i.add_argument("--device", default=None)
+    i.set_defaults(func=cmd_infer)
+
+    e = sub.add_parser("evaluate", help="per-organ Dice, HD95 and ASD of predictions against references")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--ref", required=True)
+    e.add_argument("--json", default=None, help="also write the results as JSON")
+    e.add_argument("--mm", action="store_true", help="distances in millimetres (default: voxels, as the baselines)")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("benchmark", help="the paper protocol (synapse, amos) or the synthetic phantom benchmark")
+    b.add_argument("which", choices=["synapse", "amos", "phantoms"])
+    b.add_argument("--data", default=None, help="dataset folder (synapse/amos)")
+    b.add_argument("--output", default=None, help="results folder")
+    b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    b.add_argument("--teacher", default="none")
+    b.add_argument("--max-iterations", type=int, default=None)
+    b.add_argument("--device", default=None)
+    b.add_argument("--methods", nargs="+", default=None, help="phantoms: subset of methods to run")
+    b.add_argument("--quick", action="store_true", help="phantoms: tiny smoke-size run")
+    b.set_defaults(func=cmd_benchmark)
+
+    s = sub.add_parser("prepare-studies", help="copy the sample studies into a (git-ignored) working folder")
+    s.add_argument("--output", required=True)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_prepare_studies)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"dinomix {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

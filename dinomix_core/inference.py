@@ -1,0 +1,166 @@
+"""Sliding-window inference from a DINO-Mix model file, with the label returned on the input image's grid.
+
+The model file carries its :class:`~dinomix_core.config.DinoMixConfig`; the network is rebuilt with the same
+:func:`~dinomix_core.networks.build_student` used for training, the image goes through the same
+preprocessing, and MONAI's ``Invertd`` undoes resampling and reorientation so the result has the input's
+shape, spacing and orientation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.transforms import Invertd
+
+from .config import DinoMixConfig
+from .data import InvalidVolumeError, check_spatial, preprocessing
+from .networks import build_student
+
+__all__ = ["ModelNotFoundError", "Predictor", "load_model_file", "predict_file", "image_voxel_count", "DEFAULT_MAX_VOXELS"]
+
+logger = logging.getLogger(__name__)
+
+#: Images above this many voxels are refused rather than risking the server's memory (about 4 GB of float64).
+DEFAULT_MAX_VOXELS = 512 * 512 * 2000
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No trained model at the given path."""
+
+
+def load_model_file(path: str) -> Dict[str, Any]:
+    """Read a DINO-Mix model file (``{"model": state_dict, "config": {...}, ...}``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ModelNotFoundError(f"no trained DINO-Mix model at {str(p)!r}: train one first (dinomix train / Retrain).")
+    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{str(p)!r} is not a DINO-Mix model file (it lacks 'model' and 'config').")
+    return ckpt
+
+
+def image_voxel_count(path: str) -> Optional[int]:
+    """Voxel count read from the header only (NIfTI / NRRD); None when the header can't tell."""
+    try:
+        img = nib.load(str(path))
+        return int(np.prod(img.shape))
+    except Exception:
+        pass
+    if str(path).endswith(".nrrd"):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4096).decode("latin-1", "replace")
+            for line in head.splitlines():
+                if line.lower().startswith("sizes:"):
+                    return int(np.prod([int(x) for x in line.split(":", 1)[1].split()]))
+        except Exception:
+            return None
+    return None
+
+
+class Predictor:
+    """Loads a model file and predicts label volumes; reloads when the file's modification time changes.
+
+    Args:
+        model_path: the published model (``model.pt``).
+        device: torch device (default CUDA when available).
+        max_voxels: refuse images larger than this (clear error instead of running out of memory).
+        sw_batch_size: windows per forward pass.
+    """
+
+    def __init__(
+        self, model_path: str, device: Optional[str] = None, max_voxels: int = DEFAULT_MAX_VOXELS, sw_batch_size: int = 2
+    ) -> None:
+        if max_voxels < 1 or sw_batch_size < 1:
+            raise ValueError("max_voxels and sw_batch_size must be positive.")
+        self.model_path = str(model_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.max_voxels = max_voxels
+        self.sw_batch_size = sw_batch_size
+        self._lock = threading.Lock()
+        self._mtime: Optional[float] = None
+        self._net: Optional[torch.nn.Module] = None
+        self.config: Optional[DinoMixConfig] = None
+        self.meta: Dict[str, Any] = {}
+
+    def _load(self) -> Tuple[torch.nn.Module, DinoMixConfig]:
+        with self._lock:
+            try:
+                mtime = os.stat(self.model_path).st_mtime_ns
+            except FileNotFoundError:
+                raise ModelNotFoundError(
+                    f"no trained DINO-Mix model at {self.model_path!r}: train one first (dinomix train / Retrain)."
+                ) from None
+            if self._net is None or mtime != self._mtime:
+                ckpt = load_model_file(self.model_path)
+                config = DinoMixConfig.from_dict(ckpt["config"])
+                net = build_student(config, teacher_channels=None)
+                state = {k: v for k, v in ckpt["model"].items() if not k.startswith("projection.")}
+                net.load_state_dict(state)
+                self._net = net.to(self.device).eval()
+                self.config = config
+                self.meta = {k: ckpt.get(k) for k in ("iteration", "metric", "saved_at", "trained_on", "per_organ_dice")}
+                self._mtime = mtime
+                logger.info("loaded DINO-Mix model %s (iteration %s)", self.model_path, ckpt.get("iteration"))
+            return self._net, self.config  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def predict(self, image_path: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Segment ``image_path``; returns (uint8 label [X, Y, Z] on the image's own grid, its 4x4 affine).
+
+        Raises:
+            ModelNotFoundError: no model published yet.
+            InvalidVolumeError: unreadable, not 3D, or larger than ``max_voxels``.
+        """
+        n = image_voxel_count(image_path)
+        if n is not None and n > self.max_voxels:
+            raise InvalidVolumeError(
+                f"image {image_path!r} has {n} voxels, above the limit of {self.max_voxels}; crop or downsample it."
+            )
+        net, config = self._load()
+        pre = preprocessing(config, with_label=False)
+        try:
+            data = pre({"image": str(image_path)})
+        except Exception as e:
+            from .data import _root
+
+            raise InvalidVolumeError(f"cannot read image {image_path!r}: {_root(e)}") from e
+        image = data["image"]
+        check_spatial(image, "image", str(image_path))
+        t0 = time.time()
+        amp = self.device.type == "cuda" and config.amp
+        with torch.autocast(self.device.type, enabled=amp):
+            logits = sliding_window_inference(
+                image[None].to(self.device), config.patch_size, self.sw_batch_size, net, overlap=config.sw_overlap,
+                mode="gaussian",
+            )
+        pred = logits.float().argmax(1).to(torch.float32).cpu()  # [1, X, Y, Z]
+        logger.debug("sliding window: %.2fs", time.time() - t0)
+        data["pred"] = MetaTensor(pred, meta=image.meta, applied_operations=image.applied_operations)
+        inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
+        label = np.asarray(inverted[0].cpu().numpy()).round().astype(np.uint8)
+        affine = np.asarray(image.meta.get("original_affine", image.affine), dtype=np.float64)
+        return label, affine
+
+
+def predict_file(model_path: str, image_path: str, output_path: str, device: Optional[str] = None) -> str:
+    """Segment one image and write the label as NIfTI (uint8) on the image's grid; returns the output path."""
+    label, affine = Predictor(model_path, device=device).predict(image_path)
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(label, affine)
+    img.set_data_dtype(np.uint8)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}" + (".nii.gz" if out.name.endswith(".gz") else ".nii"))
+    nib.save(img, str(tmp))
+    os.replace(tmp, out)
+    return str(out)
