@@ -23,7 +23,7 @@ from monai.inferers import sliding_window_inference
 from monai.transforms import Invertd
 
 from .config import DinoMixConfig
-from .data import InvalidVolumeError, check_spatial, preprocessing
+from .data import InvalidVolumeError, _root, check_spatial, preprocessing
 from .networks import build_student
 
 __all__ = ["ModelNotFoundError", "Predictor", "load_model_file", "predict_file", "image_voxel_count", "DEFAULT_MAX_VOXELS"]
@@ -115,13 +115,7 @@ class Predictor:
             return self._net, self.config  # type: ignore[return-value]
 
     @torch.no_grad()
-    def predict(self, image_path: str) -> Tuple[np.ndarray, np.ndarray]:
-        """Segment ``image_path``; returns (uint8 label [X, Y, Z] on the image's own grid, its 4x4 affine).
-
-        Raises:
-            ModelNotFoundError: no model published yet.
-            InvalidVolumeError: unreadable, not 3D, or larger than ``max_voxels``.
-        """
+    def _run(self, image_path: str):
         n = image_voxel_count(image_path)
         if n is not None and n > self.max_voxels:
             raise InvalidVolumeError(
@@ -132,20 +126,33 @@ class Predictor:
         try:
             data = pre({"image": str(image_path)})
         except Exception as e:
-            from .data import _root
-
             raise InvalidVolumeError(f"cannot read image {image_path!r}: {_root(e)}") from e
         image = data["image"]
         check_spatial(image, "image", str(image_path))
-        t0 = time.time()
         amp = self.device.type == "cuda" and config.amp
         with torch.autocast(self.device.type, enabled=amp):
             logits = sliding_window_inference(
                 image[None].to(self.device), config.patch_size, self.sw_batch_size, net, overlap=config.sw_overlap,
                 mode="gaussian",
             )
-        pred = logits.float().argmax(1).to(torch.float32).cpu()  # [1, X, Y, Z]
-        logger.debug("sliding window: %.2fs", time.time() - t0)
+        return pre, data, image, logits.float()
+
+    @torch.no_grad()
+    def predict_proba(self, image_path: str) -> torch.Tensor:
+        """Softmax probabilities [C, X, Y, Z] on the preprocessed (RAS, resampled) grid."""
+        _, _, _, logits = self._run(image_path)
+        return torch.softmax(logits[0], 0).cpu()
+
+    @torch.no_grad()
+    def predict(self, image_path: str) -> Tuple[np.ndarray, np.ndarray]:
+        """Segment ``image_path``; returns (uint8 label [X, Y, Z] on the image's own grid, its 4x4 affine).
+
+        Raises:
+            ModelNotFoundError: no model published yet.
+            InvalidVolumeError: unreadable, not 3D, or larger than ``max_voxels``.
+        """
+        pre, data, image, logits = self._run(image_path)
+        pred = logits.argmax(1).to(torch.float32).cpu()  # [1, X, Y, Z]
         data["pred"] = MetaTensor(pred, meta=image.meta, applied_operations=image.applied_operations)
         inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
         label = np.asarray(inverted[0].cpu().numpy()).round().astype(np.uint8)

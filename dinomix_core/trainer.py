@@ -290,7 +290,9 @@ class DinoMixTrainer:
             if labeled:
                 labels.append(crop(v.label, start, cfg.patch_size).long())
             if self.cache is not None:
-                feats.append(self.cache.crop(v.case_id, v.image, start, cfg.patch_size))
+                if v.case_id not in self.cache:
+                    self.cache.get(v.case_id, v.image)
+                feats.append(self.cache.crop(v.case_id, start, cfg.patch_size))
         return _Batch(
             torch.stack(images).to(self.device),
             torch.stack(labels).to(self.device) if labeled else None,

@@ -1,0 +1,3 @@
+from .minority_uncertainty import MinorityUncertainty
+
+__all__ = ["MinorityUncertainty"]

@@ -1,0 +1,55 @@
+"""Strategy ``dinomix_minority_uncertainty``: the unlabeled image whose small organs the model is least sure of."""
+
+import json
+import logging
+import os
+import random
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.strategy import Strategy
+
+from dinomix_core.active import minority_uncertainty, rank_by_minority_uncertainty
+from dinomix_core.inference import Predictor
+from dinomix_core.registry import ModelRegistry, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+class MinorityUncertainty(Strategy):
+    """Scores every unlabeled image with :func:`dinomix_core.active.minority_uncertainty` (cached per model
+    version); falls back to a random unlabeled image while no model is published."""
+
+    def __init__(self, registry: ModelRegistry):
+        super().__init__("Unlabeled image where the small organs (esophagus, veins, adrenals) are most uncertain")
+        self.registry = registry
+        self.predictor = Predictor(str(registry.model_path))
+
+    def _cache_path(self):
+        return os.path.join(str(self.registry.model_dir), "minority_uncertainty.json")
+
+    def __call__(self, request, datastore: Datastore):
+        images = sorted(datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels")))
+        if not images:
+            return None
+        if not self.registry.has_model():
+            image = random.choice(images)
+            logger.info("no model yet: random unlabeled image %s", image)
+            return {"id": image, "strategy": "random (no model yet)"}
+        stamp = str(os.stat(self.registry.model_path).st_mtime_ns)
+        cache = {}
+        try:
+            with open(self._cache_path()) as f:
+                cache = json.load(f)
+        except (OSError, ValueError):
+            pass
+        scores = cache.get(stamp, {})
+        for i in images:
+            if i not in scores:
+                try:
+                    scores[i] = minority_uncertainty(self.predictor.predict_proba(datastore.get_image_uri(i)))
+                except Exception as e:  # an unreadable image is skipped, never selected
+                    logger.warning("minority uncertainty: skipping %s: %s", i, e)
+                    scores[i] = -1.0
+        atomic_write_text(self._cache_path(), json.dumps({stamp: scores}))
+        best = rank_by_minority_uncertainty({i: scores[i] for i in images})
+        return {"id": best, "score": scores[best], "strategy": "dinomix_minority_uncertainty"}

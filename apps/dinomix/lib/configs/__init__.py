@@ -1,0 +1,3 @@
+from .dinomix import DinoMix
+
+__all__ = ["DinoMix"]

@@ -1,0 +1,3 @@
+from .dinomix import DinoMixInfer
+
+__all__ = ["DinoMixInfer"]

@@ -1,0 +1,3 @@
+from .dinomix import DinoMixTrain
+
+__all__ = ["DinoMixTrain"]

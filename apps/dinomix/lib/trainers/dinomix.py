@@ -1,0 +1,39 @@
+"""Train task ``dinomix``: semi-supervised DINO-Mix from the datastore (thin wrapper over dinomix_core.service).
+
+Labeled = images with a ``final`` label; unlabeled = every other image. Starts from the published model.
+"""
+
+import logging
+from typing import Any, Dict
+
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.tasks.train import TrainTask
+
+from dinomix_core.registry import ModelRegistry
+from dinomix_core.service import TrainingJob, parse_train_options, read_train_stats
+
+logger = logging.getLogger(__name__)
+
+
+class DinoMixTrain(TrainTask):
+    def __init__(self, registry: ModelRegistry, defaults: Dict[str, Any]):
+        super().__init__("DINO-Mix semi-supervised training (FKD + PIC + EMA consistency) on the datastore")
+        self.registry = registry
+        self.defaults = defaults
+
+    def config(self) -> Dict[str, Any]:
+        return dict(self.defaults)
+
+    def stats(self) -> Dict[str, Any]:
+        return read_train_stats(str(self.registry.model_dir))
+
+    def __call__(self, request, datastore: Datastore):
+        options = parse_train_options(request, self.defaults)
+        tag = DefaultLabelTag.FINAL.value
+        labeled = [
+            (i, datastore.get_image_uri(i), datastore.get_label_uri(i, tag)) for i in datastore.get_labeled_images(tag)
+        ]
+        unlabeled = [(i, datastore.get_image_uri(i)) for i in datastore.get_unlabeled_images(tag)]
+        logger.info("DINO-Mix training: %d labeled, %d unlabeled; options %s", len(labeled), len(unlabeled), options)
+        job = TrainingJob(str(self.registry.model_dir), options)
+        return job.run(labeled, unlabeled)

@@ -1,0 +1,138 @@
+"""Published models: atomic publishing, a history of every published model, and restore.
+
+Layout of a model folder::
+
+    MODEL_DIR/dinomix.pt            the published model (what inference loads)
+    MODEL_DIR/history/NNNN.pt       every model ever published, never overwritten
+    MODEL_DIR/history.json          one entry per published model: version, time, labels trained on, metric
+
+Publishing copies the new model into ``history/`` first, then replaces ``dinomix.pt`` with ``os.replace`` (atomic
+on POSIX), then rewrites ``history.json`` atomically: a crash at any point leaves the previous model or the new
+one in place, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+__all__ = ["ModelRegistry", "atomic_write_text", "atomic_copy"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    with open(src, "rb") as fi, open(tmp, "wb") as fo:
+        shutil.copyfileobj(fi, fo)
+        fo.flush()
+        os.fsync(fo.fileno())
+    os.replace(tmp, dst)
+
+
+class ModelRegistry:
+    """The published DINO-Mix model of one model folder and its history.
+
+    Args:
+        model_dir: the folder (created when missing).
+        name: file name stem of the published model.
+    """
+
+    def __init__(self, model_dir: str, name: str = "dinomix") -> None:
+        if not name or "/" in name:
+            raise ValueError("name must be a plain file name stem.")
+        self.model_dir = Path(model_dir)
+        self.name = name
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / f"{self.name}.pt"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.model_dir / "history"
+
+    @property
+    def history_file(self) -> Path:
+        return self.model_dir / "history.json"
+
+    def has_model(self) -> bool:
+        return self.model_path.is_file()
+
+    def history(self) -> List[Dict[str, Any]]:
+        if not self.history_file.exists():
+            return []
+        try:
+            return list(json.loads(self.history_file.read_text()))
+        except (ValueError, OSError):
+            return []
+
+    def current(self) -> Optional[Dict[str, Any]]:
+        """The history entry of the published model (None when nothing is published)."""
+        if not self.has_model():
+            return None
+        hist = self.history()
+        cur = [h for h in hist if h.get("current")]
+        return cur[-1] if cur else {"version": None, "file": str(self.model_path)}
+
+    def publish(self, trained_model: str, labeled_ids: List[str], extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Publish ``trained_model`` (a model file written by the trainer); returns its history entry."""
+        src = Path(trained_model)
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+            raise ValueError(f"{src} is not a DINO-Mix model file; nothing published.")
+        hist = self.history()
+        version = 1 + max([int(h.get("version") or 0) for h in hist] + [0])
+        dest = self.history_dir / f"{version:04d}.pt"
+        atomic_copy(src, dest)
+        entry = {
+            "version": version,
+            "file": str(dest),
+            "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "published_ts": time.time(),
+            "labeled_ids": sorted(labeled_ids),
+            "iteration": ckpt.get("iteration"),
+            "metric": ckpt.get("metric"),
+            "preset": ckpt["config"].get("preset"),
+        }
+        entry.update(extra or {})
+        atomic_copy(dest, self.model_path)
+        for h in hist:
+            h["current"] = False
+        entry["current"] = True
+        atomic_write_text(self.history_file, json.dumps(hist + [entry], indent=2, default=str))
+        return entry
+
+    def restore(self, version: int) -> Dict[str, Any]:
+        """Make an earlier published model the current one again (the history itself is kept)."""
+        hist = self.history()
+        match = [h for h in hist if int(h.get("version") or -1) == int(version)]
+        if not match:
+            have = ", ".join(str(h.get("version")) for h in hist) or "none"
+            raise ValueError(f"no published model version {version} (have: {have}).")
+        src = Path(match[0]["file"])
+        if not src.is_file():
+            raise FileNotFoundError(f"history file {src} of version {version} is missing.")
+        atomic_copy(src, self.model_path)
+        for h in hist:
+            h["current"] = int(h.get("version") or -1) == int(version)
+        atomic_write_text(self.history_file, json.dumps(hist, indent=2, default=str))
+        return match[0]
