@@ -1,0 +1,159 @@
+"""Shared fixtures: the sample studies and a real MONAI Label server running apps/dinomix.
+
+``live_server`` starts ``monailabel start_server --app apps/dinomix`` in a subprocess on 127.0.0.1 (a free port)
+over a temporary copy of the sample studies; ``app_client`` drives the same app in-process through FastAPI's
+TestClient. Both are real servers: real HTTP, real NIfTI files, real (tiny) training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+APP_DIR = REPO / "apps" / "dinomix"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+#: A small training configuration for server tests (kept tiny so a Retrain takes seconds on 2 cores).
+FAST_TRAIN = {"max_iterations": 4, "val_fraction": 0.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_sample_studies(dest: Path) -> Path:
+    from dinomix_core.studies import prepare_studies
+
+    return Path(prepare_studies(str(dest)))
+
+
+@pytest.fixture(scope="session")
+def sample_studies_src(tmp_path_factory) -> Path:
+    """A pristine copy of the sample studies (do not modify; copy it)."""
+    return copy_sample_studies(tmp_path_factory.mktemp("pristine") / "studies")
+
+
+@dataclass
+class LiveServer:
+    url: str
+    studies: Path
+    model_dir: Path
+    proc: subprocess.Popen
+    log: Path
+
+    def get(self, path: str, timeout: float = 60):
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log.read_text()[-n:]
+        except OSError:
+            return ""
+
+
+def server_env(extra: Optional[dict] = None) -> dict:
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MONAI_LABEL_DATASTORE_AUTO_RELOAD", "false")
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
+    env.update(extra or {})
+    return env
+
+
+def start_server(studies: Path, model_dir: Path, log: Path, conf: Optional[dict] = None, env: Optional[dict] = None) -> LiveServer:
+    port = free_port()
+    monailabel = Path(sys.executable).parent / "monailabel"
+    cmd = [str(monailabel), "start_server", "--app", str(APP_DIR), "--studies", str(studies), "--host", "127.0.0.1",
+           "--port", str(port), "--conf", "model_dir", str(model_dir)]
+    for k, v in (conf or {}).items():
+        cmd += ["--conf", k, str(v)]
+    fh = open(log, "wb")
+    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=server_env(env), start_new_session=True)
+    srv = LiveServer(f"http://127.0.0.1:{port}", studies, model_dir, proc, log)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{srv.log_tail()}")
+        try:
+            status, _ = srv.get("/info/", timeout=5)
+            if status == 200:
+                return srv
+        except Exception:
+            time.sleep(1)
+    stop_server(srv)
+    raise RuntimeError(f"server did not answer within 180 s:\n{srv.log_tail()}")
+
+
+def stop_server(srv: LiveServer, sig=signal.SIGTERM) -> None:
+    if srv.proc.poll() is None:
+        try:
+            os.killpg(srv.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            srv.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(srv.proc.pid, signal.SIGKILL)
+            srv.proc.wait(30)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, sample_studies_src):
+    """A real ``monailabel start_server`` subprocess on 127.0.0.1 over a copy of the sample studies."""
+    root = tmp_path_factory.mktemp("live")
+    studies = root / "studies"
+    shutil.copytree(sample_studies_src, studies)
+    srv = start_server(studies, root / "model", root / "server.log")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def app_client(tmp_path_factory, sample_studies_src):
+    """The app in-process behind FastAPI's TestClient (one per test session: MONAI Label's app is global)."""
+    root = tmp_path_factory.mktemp("inproc")
+    studies = root / "studies"
+    shutil.copytree(sample_studies_src, studies)
+    from monailabel.config import settings
+
+    conf = {"model_dir": str(root / "model")}
+    values = {
+        "MONAI_LABEL_APP_DIR": str(APP_DIR),
+        "MONAI_LABEL_STUDIES": str(studies),
+        "MONAI_LABEL_APP_CONF": json.dumps(conf),
+        "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+    }
+    for k, v in values.items():
+        os.environ[k] = v
+    settings.MONAI_LABEL_APP_DIR = str(APP_DIR)
+    settings.MONAI_LABEL_STUDIES = str(studies)
+    settings.MONAI_LABEL_APP_CONF = conf
+    settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
+    os.environ["PYTHONPATH"] = str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    from fastapi.testclient import TestClient
+    from monailabel.app import app
+
+    with TestClient(app) as client:
+        client.studies = studies  # type: ignore[attr-defined]
+        client.model_dir = root / "model"  # type: ignore[attr-defined]
+        yield client
