@@ -30,6 +30,26 @@ def _progress_bar(total: int, initial: int = 0):
     return update
 
 
+def _init_distributed(device: Optional[str]) -> int:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group (NCCL on CUDA, else gloo); returns the rank.
+
+    The trainer then wraps the student in DDP and only rank 0 writes files (see ``trainer._dist_info``).
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        nccl = torch.cuda.is_available() and str(device or "cuda").startswith("cuda")
+        if nccl:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
+    return dist.get_rank()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import get_preset
     from .studies import list_studies
@@ -55,10 +75,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"preset {config.preset}, {config.max_iterations} iterations, teacher {config.teacher!r}",
         file=sys.stderr,
     )
+    rank = _init_distributed(args.device)
     summary = run_training(
         config, labeled, unlabeled, args.output, validation=validation, resume=args.resume,
-        init_checkpoint=args.init, progress=_progress_bar(config.max_iterations), device=args.device,
+        init_checkpoint=args.init, progress=_progress_bar(config.max_iterations) if rank == 0 else None,
+        device=args.device,
     )
+    if rank != 0:
+        return 0
     print(json.dumps({k: summary[k] for k in ("checkpoint", "iterations", "best_metric", "seconds")}, indent=2))
     return 0
 

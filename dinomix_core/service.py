@@ -37,6 +37,8 @@ TRAIN_OPTIONS: Dict[str, Any] = {
     "seed": 0,
 }
 
+_SUPERVISED_NOTE = "no usable unlabeled volume: trained supervised only (consistency and PIC need unlabeled images)"
+
 _BOOL = ("use_fkd", "use_pic", "use_consistency", "warm_start")
 
 
@@ -187,9 +189,13 @@ class TrainingJob:
             labeled=len(train), unlabeled=len(unlabeled), validation=len(val), validation_note=val_note,
             options=self.options, per_organ_dice={}, losses={},
         )
+        if not unlabeled:
+            self._write_stats(note=_SUPERVISED_NOTE)
         prev = self.registry.model_path if (self.options["warm_start"] and self.registry.has_model()) else None
 
         def progress(p: Dict[str, Any]) -> None:
+            if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt
+                self.stats["start_iteration"] = p["iteration"] - 1
             upd = dict(epoch=p["iteration"], losses={k: round(v, 5) for k, v in p["losses"].items()}, total_time=round(p["elapsed"], 1))
             if p.get("validation"):
                 upd["per_organ_dice"] = p["validation"]["per_organ_dice"]
@@ -218,5 +224,6 @@ class TrainingJob:
             published_at=entry["published_at"], skipped=summary.get("skipped", []),
             best_metric=max(0.0, summary.get("best_metric") or 0.0),
             per_organ_dice=summary.get("per_organ_dice") or self.stats.get("per_organ_dice", {}),
+            **({"note": _SUPERVISED_NOTE} if not summary.get("unlabeled") else {}),
         )
         return self.stats

@@ -2,19 +2,28 @@
 
 Registers the ``dinomix`` infer task, the ``dinomix`` train task and the ``dinomix_minority_uncertainty``
 strategy (plus MONAI Label's random/first) over ``dinomix_core``. App options: see lib/configs/dinomix.py.
+
+Bad input never crashes the server and never changes what is stored: the datastore (lib/datastore.py) checks
+every image and label before writing anything, inference only reads images of the studies folder or uploaded
+files, training problems come back as HTTP 4xx with the reason, and a malformed ``params`` JSON or an unknown
+model/image id is a 4xx with a message rather than MONAI Label's bare 500. See docs/security.md.
 """
 
+import json
 import logging
 import os
+import sys
 import tempfile
 from typing import Dict
 
 from fastapi import HTTPException
+from fastapi.responses import JSONResponse
 from lib.configs import DinoMix
 from lib.datastore import DinoMixDatastore
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.exception import MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -23,8 +32,49 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
 import dinomix_core
+from dinomix_core.data import InvalidVolumeError
+from dinomix_core.service import parse_train_options
+from dinomix_core.trainer import TrainingError
 
 logger = logging.getLogger(__name__)
+
+
+def _inside(path: str, root: str) -> bool:
+    root = os.path.realpath(root)
+    return path == root or path.startswith(root + os.sep)
+
+
+def _install_error_handlers() -> None:
+    """Answer errors that MONAI Label's endpoints leave as a bare ``500 Internal Server Error`` with a 4xx + reason.
+
+    - malformed JSON in a ``params``/``info`` form field -> 400;
+    - MONAI Label's own "invalid input" errors (unknown model, unknown image/label id) -> 400/404;
+    - an unusable volume reaching an endpoint -> 422.
+
+    The FastAPI app has already built its middleware stack when the app is created (inside the lifespan), so the
+    handlers are added and the stack is rebuilt on the next request (Starlette builds it lazily).
+    """
+    mod = sys.modules.get("monailabel.app")
+    api = getattr(mod, "app", None)
+    if api is None:
+        return
+
+    async def bad_json(request, exc):
+        return JSONResponse(status_code=400, content={"detail": f"request parameters are not valid JSON: {exc}"})
+
+    async def monailabel_error(request, exc):
+        msg = getattr(exc, "msg", None) or str(exc)
+        status = 404 if "not found" in msg.lower() or "no model" in msg.lower() else 400
+        return JSONResponse(status_code=status, content={"detail": msg})
+
+    async def invalid_volume(request, exc):
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    api.add_exception_handler(json.JSONDecodeError, bad_json)
+    api.add_exception_handler(MONAILabelException, monailabel_error)
+    api.add_exception_handler(InvalidVolumeError, invalid_volume)
+    api.middleware_stack = None
+    logger.info("DINO-Mix: 4xx error handlers installed")
 
 
 class DinoMixApp(MONAILabelApp):
@@ -50,6 +100,7 @@ class DinoMixApp(MONAILabelApp):
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             allow_empty_labels=strtobool(self.conf.get("allow_empty_labels", "false")),
+            max_voxels=self.task.max_voxels,
         )
 
     def init_infers(self) -> Dict[str, InferTask]:
@@ -63,12 +114,46 @@ class DinoMixApp(MONAILabelApp):
         strategies.update({"random": Random(), "first": First()})
         return strategies
 
+    def on_init_complete(self):
+        super().on_init_complete()
+        try:
+            _install_error_handlers()
+        except Exception as e:  # never keep the server from starting over error formatting
+            logger.warning("could not install the DINO-Mix error handlers: %s", e)
+
+    def _allowed_image_path(self, image: str) -> bool:
+        """A file path given as ``image`` must be in the studies folder, an upload or a MONAI Label session."""
+        real = os.path.realpath(image)
+        if _inside(real, self.studies):
+            return True
+        tmp = os.path.realpath(tempfile.gettempdir())
+        if os.path.dirname(real) == tmp and os.path.basename(real).startswith("tmp"):
+            return True  # an upload: MONAI Label's NamedTemporaryFile
+        sessions = getattr(self, "_sessions", None)
+        store = getattr(sessions, "store_path", None)
+        return bool(store) and _inside(real, store)
+
     def infer(self, request, datastore=None):
-        # A path given instead of a datastore id must lie in the studies folder or be an uploaded temp file.
+        # ``image`` is a datastore id, or (an upload, or ``params``) a file path: a path must not reach outside.
         image = request.get("image")
-        if isinstance(image, str) and os.path.isabs(image) or (isinstance(image, str) and ".." in image):
-            real = os.path.realpath(image)
-            roots = [os.path.realpath(self.studies), os.path.realpath(tempfile.gettempdir())]
-            if not any(real == r or real.startswith(r + os.sep) for r in roots):
-                raise HTTPException(status_code=404, detail=f"unknown image {image!r}")
+        if isinstance(image, str) and image:
+            looks_like_path = os.path.isabs(image) or ".." in image or os.sep in image or os.path.exists(image)
+            if looks_like_path and not self._allowed_image_path(image):
+                raise HTTPException(status_code=404, detail=f"unknown image {image!r}: not in the datastore")
+        elif image is not None and not isinstance(image, str):
+            raise HTTPException(status_code=400, detail="image must be a datastore image id")
         return super().infer(request, datastore)
+
+    def train(self, request):
+        # Bad options and a datastore that cannot be trained on are the client's to fix: 4xx with the reason.
+        model = request.get("model")
+        if model in self._trainers:
+            try:
+                parse_train_options(request, self.task.train_defaults)
+            except ValueError as e:
+                raise HTTPException(status_code=400, detail=f"bad training option: {e}")
+        try:
+            return super().train(request)
+        except TrainingError as e:
+            logger.warning("training not possible: %s", e)
+            raise HTTPException(status_code=422, detail=f"training not possible: {e}")

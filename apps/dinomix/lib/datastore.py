@@ -2,11 +2,17 @@
 
 - A submitted label is checked against its image (dinomix_core.labels.check_label) and refused with HTTP 422
   and the reason before anything is stored; unknown or path-escaping image ids get 404, bad tags 400.
-- Label files and the datastore index are written to a temporary file, fsynced and renamed into place, so a
-  killed server never leaves a torn label or index, and every acknowledged label survives a restart.
-- A replaced ``final`` label is first copied to ``labels/history/`` (a submitted label is never lost).
+- A new image is checked (readable NIfTI/NRRD, 3D) before it is stored; an image id that already exists is
+  refused with 409 (replacing an image would silently invalidate its labels).
+- Volumes whose header claims more than ``max_voxels`` voxels are refused with 413 from the header alone, before
+  any voxel is read (a forged header must not make the server allocate gigabytes).
+- Images, label files and the datastore index are written to a temporary file, fsynced and renamed into place,
+  so a killed server never leaves a torn file, and every acknowledged label survives a restart.
+- A replaced ``final`` label is first copied (atomically) to ``labels/history/<tag>/`` (a submitted label is
+  never lost).
 """
 
+import json
 import logging
 import os
 import re
@@ -16,16 +22,21 @@ from typing import Any, Dict
 
 from fastapi import HTTPException
 from filelock import FileLock
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from dinomix_core.data import InvalidVolumeError
+from dinomix_core.inference import DEFAULT_MAX_VOXELS, image_voxel_count
 from dinomix_core.labels import check_image, check_label
 from dinomix_core.registry import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+#: file types accepted for images and labels (what check_image / check_label can read)
+_VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd")
+#: sub-folder of ``labels/`` holding every replaced label (not a label tag)
+HISTORY_DIR = "history"
 
 
 def _fsync_dir(path: str) -> None:
@@ -39,10 +50,77 @@ def _fsync_dir(path: str) -> None:
         pass
 
 
+def _atomic_copy(src: str, dest: str) -> None:
+    """Copy ``src`` to ``dest`` through a fsynced temporary file in the destination folder and a rename."""
+    folder = os.path.dirname(dest)
+    tmp = os.path.join(folder, f".{os.path.basename(dest)}.tmp{os.getpid()}")
+    try:
+        with open(src, "rb") as fi, open(tmp, "wb") as fo:
+            shutil.copyfileobj(fi, fo)
+            fo.flush()
+            os.fsync(fo.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_dir(folder)
+
+
+def _volume_ext(filename: str) -> str:
+    low = filename.lower()
+    for ext in _VOLUME_EXTS:
+        if low.endswith(ext):
+            return ext
+    return os.path.splitext(filename)[1] or "(none)"
+
+
+_TMP_FILE = re.compile(r"^\..+\.tmp(\d+)(\.\d+)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(studies: str) -> int:
+    """Delete temporary files left by a killed writer (``.NAME.tmpPID``) in the studies and label folders."""
+    folders = [studies]
+    labels = os.path.join(studies, "labels")
+    for sub in (labels, os.path.join(labels, HISTORY_DIR)):
+        if os.path.isdir(sub):
+            folders += [os.path.join(sub, d) for d in os.listdir(sub) if os.path.isdir(os.path.join(sub, d))]
+    removed = 0
+    for folder in folders:
+        for name in os.listdir(folder):
+            m = _TMP_FILE.match(name)
+            path = os.path.join(folder, name)
+            if m and os.path.isfile(path) and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+                try:
+                    os.remove(path)
+                    removed += 1
+                except OSError:
+                    pass
+    if removed:
+        logger.info("removed %d temporary file(s) left by an interrupted write in %s", removed, studies)
+    return removed
+
+
 class DinoMixDatastore(LocalDatastore):
-    def __init__(self, *args, allow_empty_labels: bool = False, num_classes: int = 14, **kwargs):
+    def __init__(
+        self, *args, allow_empty_labels: bool = False, num_classes: int = 14, max_voxels: int = DEFAULT_MAX_VOXELS,
+        **kwargs,
+    ):
         self.allow_empty_labels = allow_empty_labels
         self.num_classes = num_classes
+        self.max_voxels = int(max_voxels)
+        studies = args[0] if args else kwargs.get("datastore_path")
+        if studies and os.path.isdir(studies) and not kwargs.get("read_only"):
+            remove_stale_temp_files(studies)
         super().__init__(*args, **kwargs)
 
     # ---------------------------------------------------------------- checks
@@ -54,68 +132,117 @@ class DinoMixDatastore(LocalDatastore):
             raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
         return uri
 
+    def _check_size(self, path: str, what: str) -> None:
+        """Refuse (413) a volume whose header claims more than ``max_voxels`` voxels, before reading any voxel."""
+        n = image_voxel_count(path)
+        if n is not None and n > self.max_voxels:
+            raise HTTPException(
+                status_code=413,
+                detail=f"{what} refused, nothing stored: its header claims {n} voxels, above this server's limit of "
+                f"{self.max_voxels} (app option max_voxels); crop or downsample it.",
+            )
+
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         image_uri = self._known_image(image_id)
         tag = label_tag or DefaultLabelTag.FINAL.value
-        if not _SAFE_ID.match(tag):
+        if not _SAFE_ID.match(tag) or tag == HISTORY_DIR:
             raise HTTPException(status_code=400, detail=f"bad label tag {label_tag!r}")
-        ext = ".nii.gz" if label_filename.endswith(".nii.gz") else os.path.splitext(label_filename)[1]
-        if ext not in (".nii.gz", ".nii", ".nrrd"):
+        ext = _volume_ext(label_filename)
+        if ext not in _VOLUME_EXTS:
             raise HTTPException(status_code=422, detail=f"label must be a NIfTI (.nii/.nii.gz) or NRRD file, got {ext!r}")
+        self._check_size(label_filename, "label")
+        self._check_size(image_uri, "image")
         try:
             check_label(image_uri, label_filename, num_classes=self.num_classes, allow_empty=self.allow_empty_labels)
         except InvalidVolumeError as e:
             logger.warning("refused label for %s: %s", image_id, e)
             raise HTTPException(status_code=422, detail=f"label refused, nothing stored: {e}")
 
-        obj = self._datastore.objects.get(image_id)
         label_dir = self._datastore.label_path(tag)
         name = self._filename(image_id, ext)
         dest = os.path.join(label_dir, name)
         with FileLock(self._lock_file):
+            obj = self._datastore.objects.get(image_id)
+            if obj is None:  # removed while the label was being checked
+                raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
             os.makedirs(label_dir, exist_ok=True)
             # keep every earlier label of this image: a submitted label is never lost
             old = obj.labels.get(tag)
             if old is not None:
                 old_path = os.path.join(label_dir, self._filename(image_id, old.ext))
                 if os.path.exists(old_path):
-                    hist = os.path.join(self._datastore.label_path("history"), tag)
+                    hist = os.path.join(self._datastore.label_path(HISTORY_DIR), tag)
                     os.makedirs(hist, exist_ok=True)
-                    shutil.copy2(old_path, os.path.join(hist, f"{image_id}.{int(time.time() * 1000)}{old.ext}"))
-                if old.ext != ext and os.path.exists(old_path):
+                    stamp = int(time.time() * 1000)
+                    while os.path.exists(os.path.join(hist, f"{image_id}.{stamp}{old.ext}")):
+                        stamp += 1
+                    _atomic_copy(old_path, os.path.join(hist, f"{image_id}.{stamp}{old.ext}"))
+            _atomic_copy(label_filename, dest)
+            if old is not None and old.ext != ext:
+                old_path = os.path.join(label_dir, self._filename(image_id, old.ext))
+                if os.path.exists(old_path):
                     os.remove(old_path)
-            tmp = os.path.join(label_dir, f".{name}.tmp{os.getpid()}")
-            with open(label_filename, "rb") as fi, open(tmp, "wb") as fo:
-                shutil.copyfileobj(fi, fo)
-                fo.flush()
-                os.fsync(fo.fileno())
-            os.replace(tmp, dest)
-            _fsync_dir(label_dir)
             info = dict(label_info or {})
             info["ts"] = int(time.time())
             info["name"] = name
-            from monailabel.datastore.local import DataModel
-
             obj.labels[tag] = DataModel(info=info, ext=ext)
             self._update_datastore_file(lock=False)
         logger.info("stored %s label for %s (%s)", tag, image_id, dest)
         return image_id
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
-        if image_id and (not _SAFE_ID.match(image_id) or ".." in image_id):
-            raise HTTPException(status_code=400, detail=f"bad image id {image_id!r}")
+        ext = _volume_ext(image_filename)
+        if ext not in _VOLUME_EXTS:
+            raise HTTPException(status_code=422, detail=f"image must be a NIfTI (.nii/.nii.gz) or NRRD file, got {ext!r}")
+        if not image_id:
+            image_id = os.path.basename(image_filename)[: -len(ext)]
+        if not _SAFE_ID.match(image_id) or ".." in image_id:
+            raise HTTPException(status_code=400, detail=f"bad image id {image_id!r}: use letters, digits, '.', '_' and '-'")
+        if image_id in self._datastore.objects:
+            raise HTTPException(
+                status_code=409, detail=f"image id {image_id!r} already exists; nothing stored (choose another id)"
+            )
+        self._check_size(image_filename, "image")
         try:
             check_image(image_filename)
         except InvalidVolumeError as e:
             raise HTTPException(status_code=422, detail=f"image refused, nothing stored: {e}")
-        return super().add_image(image_id, image_filename, image_info)
+
+        name = self._filename(image_id, ext)
+        dest = os.path.realpath(os.path.join(self._datastore.image_path(), name))
+        with FileLock(self._lock_file):
+            if image_id in self._datastore.objects or os.path.exists(dest):
+                raise HTTPException(
+                    status_code=409, detail=f"image id {image_id!r} already exists; nothing stored (choose another id)"
+                )
+            _atomic_copy(image_filename, dest)
+            info = dict(image_info or {})
+            info["ts"] = int(time.time())
+            info["name"] = name
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+            self._update_datastore_file(lock=False)
+        logger.info("added image %s (%s)", image_id, dest)
+        return image_id
+
+    # ---------------------------------------------------------------- unknown ids: 404, not 500
+    def remove_image(self, image_id: str) -> None:
+        self._known_image(image_id)
+        super().remove_image(image_id)
+
+    def update_image_info(self, image_id: str, info: Dict[str, Any]) -> None:
+        if image_id not in self._datastore.objects:
+            raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
+        return super().update_image_info(image_id, info)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: Dict[str, Any]) -> None:
+        if not self._datastore.label(label_id, label_tag):
+            raise HTTPException(status_code=404, detail=f"no {label_tag!r} label for image id {label_id!r}")
+        return super().update_label_info(label_id, label_tag, info)
 
     # ---------------------------------------------------------------- crash-safe index
     def _update_datastore_file(self, lock=True):
         def _write():
             self._ignore_event_config = True
-            import json
-
             atomic_write_text(
                 self._datastore_config_path,
                 json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str),

@@ -1,0 +1,87 @@
+"""Mean-teacher consistency helpers for DINO-Mix (arXiv 2602.07819).
+
+DINO-Mix trains a student on mixed labeled/unlabeled patches against pseudo-labels from an EMA
+teacher, with the unlabeled loss weight following the sigmoid ramp-up of the semi-supervised
+baselines (Laine & Aila; used by UA-MT, DHC and A&D). These helpers are framework-free.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+
+__all__ = ["update_ema", "sigmoid_rampup", "pseudo_labels"]
+
+
+@torch.no_grad()
+def update_ema(ema_model: nn.Module, model: nn.Module, momentum: float) -> None:
+    """EMA update of ``ema_model`` in place: ``ema = m * ema + (1 - m) * param``; buffers are copied.
+
+    Buffers (e.g. batch-norm running statistics) are copied from ``model`` as in the baselines' mean
+    teacher. ``model`` is not modified.
+
+    Args:
+        ema_model: the teacher, updated in place.
+        model: the student.
+        momentum: ``m`` in [0, 1].
+
+    Raises:
+        ValueError: on a momentum outside [0, 1] or models with different parameters/buffers.
+    """
+    if not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
+    ema_params = dict(ema_model.named_parameters())
+    params = dict(model.named_parameters())
+    if ema_params.keys() != params.keys():
+        raise ValueError("ema_model and model must have the same parameters.")
+    for name, p in params.items():
+        e = ema_params[name]
+        if e.shape != p.shape:
+            raise ValueError(f"parameter {name!r} has shape {tuple(e.shape)} in ema_model, {tuple(p.shape)} in model.")
+        e.mul_(momentum).add_(p.detach().to(e.dtype), alpha=1.0 - momentum)
+    ema_bufs = dict(ema_model.named_buffers())
+    bufs = dict(model.named_buffers())
+    if ema_bufs.keys() != bufs.keys():
+        raise ValueError("ema_model and model must have the same buffers.")
+    for name, b in bufs.items():
+        ema_bufs[name].copy_(b)
+
+
+def sigmoid_rampup(current: float, rampup_length: float) -> float:
+    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)`` with ``t = clip(current / rampup_length, 0, 1)``.
+
+    Returns 1.0 when ``rampup_length`` is 0 (as in the baselines' ``ramps.sigmoid_rampup``).
+    """
+    if rampup_length < 0:
+        raise ValueError(f"rampup_length must be >= 0, got {rampup_length}.")
+    if rampup_length == 0:
+        return 1.0
+    t = min(max(float(current), 0.0), float(rampup_length)) / float(rampup_length)
+    phase = 1.0 - t
+    return float(math.exp(-5.0 * phase * phase))
+
+
+@torch.no_grad()
+def pseudo_labels(logits: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard pseudo-labels and confidence mask from (teacher) logits.
+
+    Args:
+        logits: ``[B, C, ...]`` raw scores (class dim 1).
+        threshold: confidence threshold in [0, 1]; voxels whose maximum softmax probability is
+            ``>= threshold`` are kept.
+
+    Returns:
+        ``(labels, mask, probs)``: labels LongTensor ``[B, ...]`` (argmax), mask float32 ``[B, ...]`` of
+        0/1, probs float32 ``[B, C, ...]`` (softmax). All detached from the graph.
+    """
+    if logits.ndim < 2:
+        raise ValueError(f"logits must be [B, C, ...], got shape {tuple(logits.shape)}.")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+    probs = torch.softmax(logits.detach().float(), dim=1)
+    conf, labels = probs.max(dim=1)
+    mask = (conf >= threshold).float()
+    return labels.long(), mask, probs

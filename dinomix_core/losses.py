@@ -1,0 +1,158 @@
+"""Losses of DINO-Mix (arXiv 2602.07819): supervised Dice + CE, voxel-weighted Dice + CE for mixed
+pseudo-labeled patches, and the DINOv3 feature knowledge distillation (FKD) loss.
+
+Dice + CE settings (our choice, shared by :func:`supervised_loss` and :func:`masked_dice_ce` so the two
+agree exactly on fully labeled voxels) are in :data:`DICE_CE_KWARGS`:
+
+* ``include_background=False`` -- background dominates CT patches; it is left to the CE term and the
+  Dice term averages over the organs only (as nnU-Net does);
+* ``batch=True`` -- "batch Dice": intersections and sums are pooled over the batch before the ratio,
+  which is more stable for small organs absent from some patches (nnU-Net's 3d default);
+* ``smooth_nr = smooth_dr = 1e-5`` (MONAI's defaults), ``squared_pred=False``, ``reduction="mean"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceLoss
+
+__all__ = ["DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "fkd_loss"]
+
+#: MONAI ``DiceCELoss`` settings used everywhere in DINO-Mix (see the module docstring).
+DICE_CE_KWARGS: Dict[str, Any] = dict(
+    include_background=False,
+    to_onehot_y=True,
+    softmax=True,
+    squared_pred=False,
+    batch=True,
+    smooth_nr=1e-5,
+    smooth_dr=1e-5,
+    reduction="mean",
+)
+
+
+def supervised_loss(lambda_dice: float = 1.0, lambda_ce: float = 1.0) -> DiceCELoss:
+    """MONAI ``DiceCELoss`` with :data:`DICE_CE_KWARGS`.
+
+    Call it as ``loss(logits [B, C, X, Y, Z], target [B, 1, X, Y, Z])`` (MONAI wants the channel dim on
+    the target); it equals ``masked_dice_ce(logits, target[:, 0])``.
+    """
+    return DiceCELoss(**DICE_CE_KWARGS, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
+
+
+def _as_bxyz(t: torch.Tensor, ref_shape: torch.Size, name: str) -> torch.Tensor:
+    """``[B, X, Y, Z]`` view of ``t`` given as ``[B, X, Y, Z]`` or ``[B, 1, X, Y, Z]``."""
+    if t.ndim == len(ref_shape) + 1 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.shape != ref_shape:
+        raise ValueError(
+            f"{name} must have shape {tuple(ref_shape)} (or with a channel dim of 1), got {tuple(t.shape)}."
+        )
+    return t
+
+
+def masked_dice_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    lambda_dice: float = 1.0,
+    lambda_ce: float = 1.0,
+    include_background: bool = DICE_CE_KWARGS["include_background"],
+    batch: bool = DICE_CE_KWARGS["batch"],
+    smooth_nr: float = DICE_CE_KWARGS["smooth_nr"],
+    smooth_dr: float = DICE_CE_KWARGS["smooth_dr"],
+) -> torch.Tensor:
+    """Voxel-weighted Dice + cross-entropy for targets mixing ground truth and pseudo-labels.
+
+    * CE: ``sum(w * ce) / sum(w)`` (0 when all weights are 0);
+    * Dice: MONAI's soft Dice on ``softmax(logits) * w`` and ``one_hot(target) * w``, so voxels with
+      weight 0 take no part and a 0/1 weight equals the loss on the selected voxels only.
+
+    With ``weight`` ``None`` (or all ones) this equals :func:`supervised_loss` (MONAI ``DiceCELoss`` with
+    :data:`DICE_CE_KWARGS`) up to float round-off. Computed in float32 whatever the logits' dtype.
+
+    Args:
+        logits: ``[B, C, X, Y, Z]`` raw scores.
+        target: LongTensor ``[B, X, Y, Z]`` (or ``[B, 1, X, Y, Z]``) with values in ``[0, C)``.
+        weight: float ``[B, X, Y, Z]`` (or ``[B, 1, ...]``) per-voxel weight, e.g. 1 on ground truth and the
+            confidence mask on pseudo-labels; ``None`` for ones.
+        lambda_dice, lambda_ce: term weights.
+        include_background, batch, smooth_nr, smooth_dr: as MONAI's ``DiceLoss`` (defaults: DINO-Mix's).
+
+    Returns:
+        Scalar loss tensor.
+    """
+    if logits.ndim < 3:
+        raise ValueError(f"logits must be [B, C, spatial...], got shape {tuple(logits.shape)}.")
+    num_classes = logits.shape[1]
+    spatial = logits.shape[:1] + logits.shape[2:]
+    target = _as_bxyz(target, spatial, "target").long()
+    logits = logits.float()
+    if weight is None:
+        w = torch.ones(spatial, dtype=logits.dtype, device=logits.device)
+    else:
+        w = _as_bxyz(weight, spatial, "weight").to(device=logits.device, dtype=logits.dtype)
+
+    ce = F.cross_entropy(logits, target, reduction="none")
+    ce = (ce * w).sum() / w.sum().clamp_min(1e-8)
+
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target, num_classes).movedim(-1, 1).to(logits.dtype)
+    w1 = w.unsqueeze(1)
+    dice = DiceLoss(
+        include_background=include_background,
+        to_onehot_y=False,
+        softmax=False,
+        squared_pred=False,
+        batch=batch,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        reduction="mean",
+    )(probs * w1, onehot * w1)
+    return lambda_dice * dice + lambda_ce * ce
+
+
+def fkd_loss(
+    student_feats: torch.Tensor, teacher_feats: torch.Tensor, mask: Optional[torch.Tensor] = None, eps: float = 1e-8
+) -> torch.Tensor:
+    """Feature knowledge distillation: ``1 - cos(student, teacher)`` on the teacher's grid.
+
+    The (projected) student features are resized trilinearly (``align_corners=False``) to the spatial size
+    of the frozen DINOv3 teacher features when they differ; the cosine similarity is taken along the
+    channel dim and ``1 - cos`` averaged over all positions, or over ``mask`` (weighted mean) if given.
+    The teacher features are detached (they are a target). Values lie in [0, 2].
+
+    Args:
+        student_feats: ``[B, C, a, b, c]`` projected student features.
+        teacher_feats: ``[B, C, X', Y', Z']`` teacher features.
+        mask: optional ``[B, X', Y', Z']`` (or ``[B, 1, ...]``) bool/float weights on the teacher grid.
+        eps: cosine-similarity epsilon.
+
+    Returns:
+        Scalar loss (0 if the mask is all zero).
+
+    Raises:
+        ValueError: on mismatched batch or channel sizes or non-5D inputs.
+    """
+    if student_feats.ndim != 5 or teacher_feats.ndim != 5:
+        raise ValueError(
+            f"student and teacher features must be [B, C, X, Y, Z], got {tuple(student_feats.shape)} and "
+            f"{tuple(teacher_feats.shape)}."
+        )
+    if student_feats.shape[:2] != teacher_feats.shape[:2]:
+        raise ValueError(
+            f"student and teacher features need equal batch and channel sizes, got {tuple(student_feats.shape[:2])} "
+            f"and {tuple(teacher_feats.shape[:2])} (add a projection head to the student)."
+        )
+    s = student_feats.float()
+    t = teacher_feats.detach().float().to(s.device)
+    if s.shape[2:] != t.shape[2:]:
+        s = F.interpolate(s, size=t.shape[2:], mode="trilinear", align_corners=False)
+    dist = 1.0 - F.cosine_similarity(s, t, dim=1, eps=eps)  # [B, X', Y', Z']
+    if mask is None:
+        return dist.mean()
+    m = _as_bxyz(mask, dist.shape, "mask").to(device=dist.device, dtype=dist.dtype)
+    return (dist * m).sum() / m.sum().clamp_min(1e-8)

@@ -1,0 +1,83 @@
+"""Tests of the mean-teacher helpers (dinomix_core.consistency)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from dinomix_core.consistency import pseudo_labels, sigmoid_rampup, update_ema
+
+
+def _net():
+    return nn.Sequential(nn.Conv3d(1, 2, 1), nn.BatchNorm3d(2))
+
+
+def test_update_ema_exact_values():
+    ema, model = _net(), _net()
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.fill_(1.0)
+        for p in model.parameters():
+            p.fill_(3.0)
+        model[1].running_mean.fill_(0.25)
+        model[1].running_var.fill_(4.0)
+    model[1].num_batches_tracked.fill_(7)
+    update_ema(ema, model, 0.75)
+    for p in ema.parameters():
+        assert torch.equal(p, torch.full_like(p, 1.5))  # 0.75 * 1 + 0.25 * 3
+    for p in model.parameters():
+        assert torch.equal(p, torch.full_like(p, 3.0))  # student untouched
+    assert torch.equal(ema[1].running_mean, torch.full((2,), 0.25))
+    assert torch.equal(ema[1].running_var, torch.full((2,), 4.0))
+    assert int(ema[1].num_batches_tracked) == 7
+    update_ema(ema, model, 0.5)
+    assert torch.equal(ema[0].weight, torch.full_like(ema[0].weight, 2.25))  # 0.5 * 1.5 + 0.5 * 3
+    update_ema(ema, model, 0.0)
+    assert torch.equal(ema[0].bias, torch.full_like(ema[0].bias, 3.0))
+
+
+def test_update_ema_no_grad_and_validation():
+    ema, model = _net(), _net()
+    model(torch.rand(2, 1, 2, 2, 2)).sum().backward()
+    update_ema(ema, model, 0.9)
+    assert all(p.grad is None for p in ema.parameters())
+    with pytest.raises(ValueError):
+        update_ema(ema, model, 1.5)
+    with pytest.raises(ValueError):
+        update_ema(ema, nn.Sequential(nn.Conv3d(1, 2, 1)), 0.9)
+
+
+def test_sigmoid_rampup_values():
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5.0), abs=1e-15)  # 0.006737947
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-1.25), abs=1e-15)  # 0.2865048
+    assert sigmoid_rampup(100, 100) == 1.0
+    assert sigmoid_rampup(250, 100) == 1.0
+    assert sigmoid_rampup(-5, 100) == pytest.approx(math.exp(-5.0), abs=1e-15)
+    assert sigmoid_rampup(0, 0) == 1.0
+    assert sigmoid_rampup(37, 0) == 1.0
+
+
+def test_pseudo_labels_mask():
+    # voxel 0: probs [0.5, 0.5] (argmax 0, conf 0.5); voxel 1: class 1 with conf e^2/(1+e^2) = 0.8808;
+    # voxel 2: class 0 with conf 0.7311 (logit gap 1)
+    logits = torch.tensor([[[0.0, 0.0, 1.0], [0.0, 2.0, 0.0]]])  # [B=1, C=2, N=3]
+    labels, mask, probs = pseudo_labels(logits, threshold=0.7)
+    assert labels.dtype == torch.long and labels.tolist() == [[0, 1, 0]]
+    assert mask.dtype == torch.float32 and mask.tolist() == [[0.0, 1.0, 1.0]]
+    assert probs.shape == (1, 2, 3)
+    assert torch.allclose(probs.sum(1), torch.ones(1, 3))
+    assert float(probs[0, 1, 1]) == pytest.approx(math.exp(2) / (1 + math.exp(2)), abs=1e-6)
+    assert pseudo_labels(logits, 0.75)[1].tolist() == [[0.0, 1.0, 0.0]]
+    assert pseudo_labels(logits, 0.5)[1].tolist() == [[1.0, 1.0, 1.0]]  # ">=" threshold
+    assert pseudo_labels(logits, 0.0)[1].tolist() == [[1.0, 1.0, 1.0]]
+
+
+def test_pseudo_labels_3d_detached():
+    logits = torch.randn(2, 4, 3, 3, 2, requires_grad=True)
+    labels, mask, probs = pseudo_labels(logits, 0.9)
+    assert labels.shape == mask.shape == (2, 3, 3, 2) and probs.shape == (2, 4, 3, 3, 2)
+    assert not probs.requires_grad and not mask.requires_grad
+    assert torch.equal(labels, logits.argmax(1))
+    with pytest.raises(ValueError):
+        pseudo_labels(logits, 1.5)

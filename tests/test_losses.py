@@ -1,0 +1,143 @@
+"""Tests of the DINO-Mix losses (dinomix_core.losses)."""
+
+import math
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+
+from dinomix_core.losses import DICE_CE_KWARGS, fkd_loss, masked_dice_ce, supervised_loss
+
+
+def _data(seed=0, b=2, c=5, shape=(6, 5, 4)):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(b, c, *shape, generator=g, dtype=torch.float64)
+    target = torch.randint(0, c, (b, *shape), generator=g)
+    return logits, target
+
+
+# ---------------------------------------------------------------- Dice + CE
+def test_supervised_loss_is_monai_dicece_with_chosen_settings():
+    loss = supervised_loss()
+    assert isinstance(loss, DiceCELoss)
+    assert DICE_CE_KWARGS["include_background"] is False and DICE_CE_KWARGS["batch"] is True
+    logits, target = _data()
+    ref = DiceCELoss(**DICE_CE_KWARGS)(logits.float(), target[:, None])
+    assert float(loss(logits.float(), target[:, None])) == pytest.approx(float(ref), abs=1e-7)
+
+
+@pytest.mark.parametrize("include_background,batch", [(False, True), (True, False), (True, True), (False, False)])
+def test_masked_dice_ce_equals_monai_unweighted(include_background, batch):
+    logits, target = _data(seed=1)
+    kw = dict(DICE_CE_KWARGS, include_background=include_background, batch=batch)
+    ref = DiceCELoss(**kw, lambda_dice=0.7, lambda_ce=1.3)(logits.float(), target[:, None])
+    ours = masked_dice_ce(logits, target, None, 0.7, 1.3, include_background=include_background, batch=batch)
+    ones = masked_dice_ce(logits, target, torch.ones(target.shape), 0.7, 1.3, include_background, batch)
+    assert float(ours) == pytest.approx(float(ref), abs=1e-6)
+    assert float(ones) == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_masked_dice_ce_default_equals_supervised_loss():
+    logits, target = _data(seed=2, c=14, shape=(8, 8, 4))
+    ref = supervised_loss()(logits.float(), target[:, None])
+    assert float(masked_dice_ce(logits, target)) == pytest.approx(float(ref), abs=1e-6)
+    # target/weight with a channel dim of 1 are accepted
+    assert float(masked_dice_ce(logits, target[:, None], torch.ones(2, 1, 8, 8, 4))) == pytest.approx(
+        float(masked_dice_ce(logits, target)), abs=1e-7
+    )
+
+
+def test_masked_dice_ce_hand_computed():
+    # 2 classes, zero logits -> probs 0.5 everywhere; all 8 voxels are class 1.
+    logits = torch.zeros(1, 2, 2, 2, 2)
+    target = torch.ones(1, 2, 2, 2, dtype=torch.long)
+    ce = math.log(2.0)
+    s = 1e-5
+    dice_fg = 1 - (2 * 4 + s) / (8 + 4 + s)  # intersection 8*0.5, |g| 8, |p| 4
+    assert float(masked_dice_ce(logits, target)) == pytest.approx(dice_fg + ce, abs=1e-6)
+    # background included: class 0 has intersection 0, |g| 0, |p| 4
+    dice_bg = 1 - s / (4 + s)
+    got = masked_dice_ce(logits, target, include_background=True)
+    assert float(got) == pytest.approx((dice_fg + dice_bg) / 2 + ce, abs=1e-6)
+    # half the voxels weighted 0: CE unchanged (mean over weight), Dice on the 4 remaining voxels
+    w = torch.zeros(1, 2, 2, 2)
+    w[..., 0] = 1.0
+    dice_half = 1 - (2 * 2 + s) / (4 + 2 + s)
+    assert float(masked_dice_ce(logits, target, w)) == pytest.approx(dice_half + ce, abs=1e-6)
+    # all weights 0 -> 0 (Dice (0 + s) / (0 + s) = 1, CE 0)
+    assert float(masked_dice_ce(logits, target, torch.zeros(1, 2, 2, 2))) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_masked_dice_ce_ignores_zero_weight_voxels():
+    logits, target = _data(seed=3)
+    weight = (torch.rand(target.shape, generator=torch.Generator().manual_seed(4)) > 0.4).float()
+    base = masked_dice_ce(logits, target, weight)
+    changed = torch.where(weight[:, None] > 0, logits, torch.randn_like(logits) * 10)
+    other_target = torch.where(weight > 0, target, (target + 1) % logits.shape[1])
+    assert float(masked_dice_ce(changed, other_target, weight)) == pytest.approx(float(base), abs=1e-10)
+    # the gradient at zero-weight voxels is exactly 0
+    x = logits.clone().requires_grad_(True)
+    masked_dice_ce(x, target, weight).backward()
+    assert float(x.grad[(weight[:, None] == 0).expand_as(x)].abs().max()) == 0.0
+    assert float(x.grad.abs().max()) > 0
+
+
+def test_masked_dice_ce_box_weight_equals_monai_on_crop():
+    logits, target = _data(seed=5, shape=(8, 6, 4))
+    w = torch.zeros(target.shape)
+    w[:, 2:6, 1:4, 1:3] = 1.0
+    crop = (slice(None), slice(None), slice(2, 6), slice(1, 4), slice(1, 3))
+    ref = supervised_loss()(logits[crop].float(), target[:, None][crop])
+    assert float(masked_dice_ce(logits, target, w)) == pytest.approx(float(ref), abs=1e-6)
+
+
+def test_masked_dice_ce_validation_and_dtype():
+    logits, target = _data()
+    with pytest.raises(ValueError):
+        masked_dice_ce(logits, target[:, :3])
+    with pytest.raises(ValueError):
+        masked_dice_ce(logits, target, torch.ones(2, 6, 5, 3))
+    out = masked_dice_ce(logits.half(), target)
+    assert out.dtype == torch.float32 and out.ndim == 0
+
+
+# ---------------------------------------------------------------- FKD
+def test_fkd_identical_orthogonal_opposite():
+    t = torch.randn(2, 8, 3, 3, 2)
+    assert float(fkd_loss(t.clone(), t)) == pytest.approx(0.0, abs=1e-6)
+    assert float(fkd_loss(3.0 * t, t)) == pytest.approx(0.0, abs=1e-6)  # scale-invariant
+    assert float(fkd_loss(-t, t)) == pytest.approx(2.0, abs=1e-6)
+    e1 = torch.zeros(1, 4, 2, 2, 2)
+    e1[:, 0] = 1.0
+    e2 = torch.zeros(1, 4, 2, 2, 2)
+    e2[:, 1] = 2.0
+    assert float(fkd_loss(e1, e2)) == pytest.approx(1.0, abs=1e-7)
+
+
+def test_fkd_resizes_student_to_teacher_grid():
+    # a spatially constant student stays constant after trilinear resizing
+    vec = torch.tensor([1.0, 2.0, -1.0])
+    student = vec.view(1, 3, 1, 1, 1).expand(1, 3, 2, 2, 1).contiguous()
+    teacher = vec.view(1, 3, 1, 1, 1).expand(1, 3, 4, 4, 3).contiguous()
+    assert float(fkd_loss(student, teacher)) == pytest.approx(0.0, abs=1e-6)
+    teacher_half = teacher.clone()
+    teacher_half[:, :, :2] = -teacher_half[:, :, :2]  # opposite on half the positions
+    assert float(fkd_loss(student, teacher_half)) == pytest.approx(1.0, abs=1e-6)
+    # mask selects the opposite half only -> 2; the aligned half only -> 0
+    mask = torch.zeros(1, 4, 4, 3)
+    mask[:, :2] = 1
+    assert float(fkd_loss(student, teacher_half, mask)) == pytest.approx(2.0, abs=1e-6)
+    assert float(fkd_loss(student, teacher_half, 1 - mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(fkd_loss(student, teacher_half, torch.zeros(1, 4, 4, 3))) == 0.0
+
+
+def test_fkd_grad_and_validation():
+    s = torch.randn(1, 4, 2, 2, 2, requires_grad=True)
+    t = torch.randn(1, 4, 4, 4, 2, requires_grad=True)
+    fkd_loss(s, t).backward()
+    assert s.grad is not None and float(s.grad.abs().sum()) > 0
+    assert t.grad is None  # teacher is a detached target
+    with pytest.raises(ValueError):
+        fkd_loss(torch.randn(1, 3, 2, 2, 2), torch.randn(1, 4, 2, 2, 2))
+    with pytest.raises(ValueError):
+        fkd_loss(torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2))
