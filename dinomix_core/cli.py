@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ref", required=True)
     e.add_argument("--json", default=None, help="also write the results as JSON")
     e.add_argument("--mm", action="store_true", help="distances in millimetres (default: voxels, as the baselines)")
+    e.add_argument("--labels", default="synapse", choices=["synapse", "amos"], help="label set of the files")
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("benchmark", help="the paper protocol (synapse, amos) or the synthetic phantom benchmark")
@@ -165,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--methods", nargs="+", default=None, help="phantoms: subset of methods to run")
     b.add_argument("--quick", action="store_true", help="phantoms: tiny smoke-size run")
+    b.add_argument("--labeled-fraction", type=float, default=None, help="synapse/amos: labeled subset (default 0.2 / 0.05)")
+    b.add_argument("--split", default=None, help="synapse: 'protocol' (default, A&D's) or 'dhc'")
+    b.add_argument("--ct-only", action="store_true", help="amos: drop the MRI cases (ids >= 500)")
+    b.add_argument("--mm", action="store_true", help="distances in millimetres")
     b.set_defaults(func=cmd_benchmark)
 
     s = sub.add_parser("prepare-studies", help="copy the sample studies into a (git-ignored) working folder")

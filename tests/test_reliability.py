@@ -133,6 +133,7 @@ def train_stats(srv) -> dict:
 def assert_refused(srv, r, status, *words, before=None):
     """A 4xx with a message naming the problem; the server still answers; nothing stored changed."""
     msg = detail(r)
+    print(f"REFUSED {r.request.method} {r.request.path_url[:90]} -> {r.status_code}: {msg[:200]}")
     assert r.status_code == status, f"expected {status}, got {r.status_code}: {msg}"
     for w in words:
         assert w.lower() in msg.lower(), f"message {msg!r} lacks {w!r}"
