@@ -111,6 +111,28 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return int(benchmark_main(args) or 0)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .registry import ModelRegistry
+
+    reg = ModelRegistry(args.model_dir)
+    if args.action == "list":
+        hist = reg.history()
+        if not hist:
+            print(f"no published model in {args.model_dir}")
+        for h in hist:
+            mark = "*" if h.get("current") else " "
+            print(
+                f"{mark} version {h['version']:>3}  {h.get('published_at')}  iteration {h.get('iteration')}  "
+                f"metric {h.get('metric')}  trained on {len(h.get('labeled_ids') or [])} labeled"
+            )
+        return 0
+    if args.version is None:
+        raise ValueError("restore needs a VERSION (see `dinomix models --model-dir DIR list`).")
+    entry = reg.restore(args.version)
+    print(f"restored version {entry['version']} as {reg.model_path}")
+    return 0
+
+
 def cmd_prepare_studies(args: argparse.Namespace) -> int:
     from .studies import list_studies, prepare_studies
 
@@ -171,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ct-only", action="store_true", help="amos: drop the MRI cases (ids >= 500)")
     b.add_argument("--mm", action="store_true", help="distances in millimetres")
     b.set_defaults(func=cmd_benchmark)
+
+    m = sub.add_parser("models", help="list published models or restore an earlier one")
+    m.add_argument("action", choices=["list", "restore"])
+    m.add_argument("version", nargs="?", type=int, default=None)
+    m.add_argument("--model-dir", default="apps/dinomix/model")
+    m.set_defaults(func=cmd_models)
 
     s = sub.add_parser("prepare-studies", help="copy the sample studies into a (git-ignored) working folder")
     s.add_argument("--output", required=True)
