@@ -43,7 +43,10 @@ def load_model_file(path: str) -> Dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ModelNotFoundError(f"no trained DINO-Mix model at {str(p)!r}: train one first (dinomix train / Retrain).")
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:  # not a torch file (UnpicklingError, EOFError, ...): a clean error, not a traceback
+        raise ValueError(f"{str(p)!r} is not a DINO-Mix model file ({type(e).__name__}: {e}).") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{str(p)!r} is not a DINO-Mix model file (it lacks 'model' and 'config').")
     return ckpt

@@ -351,6 +351,25 @@ def test_malformed_params_and_unknown_model(srv, model):
     assert_refused(srv, r, 400, "device", before=before)
 
 
+def test_model_endpoint_cannot_replace_the_published_model(srv, model):
+    """MONAI Label's PUT /model/{name} would copy any upload (a pickle) over the model file: not for this app."""
+    before, msha = snapshot(srv.studies), sha256(model)
+    r = requests.put(srv.url + "/model/dinomix", files={"file": ("evil.pt", b"not a model")}, timeout=60)
+    assert r.status_code >= 400, r.text
+    print(f"REFUSED PUT /model/dinomix -> {r.status_code}: {detail(r)}")
+    r = requests.delete(srv.url + "/model/dinomix", timeout=60)
+    assert r.status_code == 404, r.text
+    assert sha256(model) == msha and snapshot(srv.studies) == before
+    info(srv)
+
+
+def test_server_listens_on_loopback_only(srv):
+    listening = [c.laddr for c in psutil.Process(srv.proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
+    assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "HOST ?= 127.0.0.1" in makefile and "--host $(HOST)" in makefile  # what `make serve` binds to
+
+
 def _server_rss(srv) -> int:
     return psutil.Process(srv.proc.pid).memory_info().rss
 
@@ -522,6 +541,7 @@ def test_server_killed_while_saving_labels_loses_no_acknowledged_label(faults):
     assert srv.proc.returncode == -signal.SIGKILL
     with lock:
         acked = list(acked)
+    print(f"label storm: {len(acked)} uploads acknowledged before SIGKILL")
 
     def check_on_disk():
         ds = json.loads((studies / "datastore_v2.json").read_text())  # parses: never torn

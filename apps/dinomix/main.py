@@ -140,6 +140,9 @@ class DinoMixApp(MONAILabelApp):
             looks_like_path = os.path.isabs(image) or ".." in image or os.sep in image or os.path.exists(image)
             if looks_like_path and not self._allowed_image_path(image):
                 raise HTTPException(status_code=404, detail=f"unknown image {image!r}: not in the datastore")
+            ds = datastore if datastore is not None else self.datastore()
+            if not looks_like_path and isinstance(ds, DinoMixDatastore) and not ds.get_image_uri(image):
+                raise HTTPException(status_code=404, detail=f"unknown image id {image!r}: not in the datastore")
         elif image is not None and not isinstance(image, str):
             raise HTTPException(status_code=400, detail="image must be a datastore image id")
         return super().infer(request, datastore)

@@ -1,0 +1,310 @@
+"""Integration tests of the DINO-Mix training loop (arXiv 2602.07819) on tiny SYNTHETIC phantoms.
+
+Real NIfTI files, a real (tiny, randomly initialised) DINOv3 teacher saved with ``save_pretrained`` and loaded
+through the same ``from_pretrained`` path as real weights, real training on the CPU; only the sizes are small
+(48x48x24 phantoms at 4x4x6 mm, 32x32x16 patches, a 4-8-16-32 channel student) so the file runs in about a
+minute on 2 busy cores.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from dinomix_core import cli
+from dinomix_core.config import DinoMixConfig, get_preset
+from dinomix_core.phantoms import write_phantom_nifti
+from dinomix_core.teacher import build_teacher
+from dinomix_core.trainer import DinoMixTrainer, TrainingError, run_training
+
+transformers = pytest.importorskip("transformers")
+from transformers import DINOv3ViTConfig, DINOv3ViTModel  # noqa: E402
+
+SHAPE, SPACING = (48, 48, 24), (4.0, 4.0, 6.0)
+TEACHER_HIDDEN = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    """Three SYNTHETIC phantoms: two labeled (seeds 0, 1) and one unlabeled (seed 2)."""
+    d = tmp_path_factory.mktemp("phantoms")
+    labeled = []
+    for s in (0, 1):
+        img, lab = write_phantom_nifti(d / f"case{s}.nii.gz", d / "labels" / f"case{s}.nii.gz", s, SHAPE, SPACING)
+        labeled.append((str(img), str(lab)))
+    img, _ = write_phantom_nifti(d / "case2.nii.gz", None, 2, SHAPE, SPACING)
+    return {"labeled": labeled, "unlabeled": [str(img)], "dir": d}
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> str:
+    """A tiny random DINOv3ViTModel (hidden 32, 2 layers, patch 4, 4 registers) saved as a local folder."""
+    torch.manual_seed(0)
+    cfg = DINOv3ViTConfig(
+        hidden_size=TEACHER_HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=4,
+        num_register_tokens=4, image_size=32,
+    )
+    path = tmp_path_factory.mktemp("tiny_dinov3")
+    DINOv3ViTModel(cfg).save_pretrained(str(path))
+    return str(path)
+
+
+def tiny_config(**overrides) -> DinoMixConfig:
+    values = dict(
+        patch_size=(32, 32, 16), target_spacing=SPACING, max_iterations=30, channels=(4, 8, 16, 32), val_interval=0,
+    )
+    values.update(overrides)
+    return get_preset("cpu", **values)
+
+
+def mean_sup(records, sl) -> float:
+    return float(np.mean([r["losses"]["sup"] for r in records[sl]]))
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_dinomix_training_end_to_end_with_fkd_then_infer(phantoms, tiny_teacher, tmp_path):
+    config = tiny_config(teacher=tiny_teacher)
+    assert config.fkd_enabled
+    teacher = build_teacher(config.teacher, upsample=config.teacher_upsample, batch_size=config.teacher_batch_size)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    records = []
+    out = tmp_path / "run"
+    trainer = DinoMixTrainer(
+        config, phantoms["labeled"], phantoms["unlabeled"], str(out), progress=records.append, device="cpu",
+        teacher_model=teacher,
+    )
+    assert trainer.cache is not None and trainer.semi_supervised
+    summary = trainer.fit()
+
+    # every iteration reported, all DINO-Mix terms live
+    assert [r["iteration"] for r in records] == list(range(1, 31))
+    for key in ("sup", "unsup", "fkd", "total"):
+        assert all(np.isfinite(r["losses"][key]) for r in records), key
+    first, last = mean_sup(records, slice(0, 5)), mean_sup(records, slice(-5, None))
+    print(f"supervised loss: first 5 iterations {first:.3f}, last 5 {last:.3f}")
+    assert last < first
+    first_fkd = np.mean([r["losses"]["fkd"] for r in records[:5]])
+    last_fkd = np.mean([r["losses"]["fkd"] for r in records[-5:]])
+    assert last_fkd < first_fkd  # the projection head learns to match the teacher
+    assert len(trainer.cache) == 3  # features of every training volume computed once
+
+    # the teacher is frozen: same weights, no gradients
+    after = teacher.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
+    assert not teacher.training
+
+    # files
+    assert summary["iterations"] == 30 and summary["stopped"] is False and summary["skipped"] == []
+    assert (summary["labeled"], summary["unlabeled"], summary["validation"]) == (2, 1, 0)
+    model_pt, ckpt_pt = out / "model.pt", out / "checkpoint.pt"
+    assert Path(summary["checkpoint"]) == model_pt
+    assert model_pt.is_file() and ckpt_pt.is_file() and (out / "summary.json").is_file()
+    payload = torch.load(model_pt, map_location="cpu", weights_only=False)
+    assert DinoMixConfig.from_dict(payload["config"]) == config
+    assert payload["teacher_channels"] == TEACHER_HIDDEN
+    assert payload["iteration"] == 30
+    assert payload["trained_on"] == {"labeled": ["case0", "case1"], "unlabeled": ["case2"], "validation": []}
+    assert any(k.startswith("projection.") for k in payload["model"])
+    ckpt = torch.load(ckpt_pt, map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == 30 and ckpt["finished"] is True
+
+    # inference through the CLI, in-process: the label lies on the input image's grid
+    image = phantoms["unlabeled"][0]
+    pred_path = tmp_path / "pred" / "case2_label.nii.gz"
+    rc = cli.main(["infer", "--model", str(model_pt), "--image", image, "--output", str(pred_path), "--device", "cpu"])
+    assert rc == 0 and pred_path.is_file()
+    ref, pred = nib.load(image), nib.load(str(pred_path))
+    assert pred.shape == ref.shape == SHAPE
+    np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-4)
+    arr = np.asarray(pred.dataobj)
+    assert arr.dtype == np.uint8 and arr.min() >= 0 and arr.max() <= 13
+
+
+def test_training_does_not_touch_the_teacher_folder(phantoms, tiny_teacher, tmp_path):
+    """run_training loads the teacher from config.teacher itself (live teacher path, teacher_cache=False)."""
+    files_before = {p.name: p.read_bytes() for p in Path(tiny_teacher).iterdir() if p.is_file()}
+    records = []
+    summary = run_training(
+        tiny_config(teacher=tiny_teacher, teacher_cache=False, max_iterations=2), phantoms["labeled"],
+        phantoms["unlabeled"], str(tmp_path / "live"), progress=records.append, device="cpu",
+    )
+    assert summary["iterations"] == 2
+    assert all("fkd" in r["losses"] and np.isfinite(r["losses"]["fkd"]) for r in records)
+    files_after = {p.name: p.read_bytes() for p in Path(tiny_teacher).iterdir() if p.is_file()}
+    assert files_after == files_before
+
+
+def test_live_teacher_has_no_cache_and_is_frozen(phantoms, tiny_teacher, tmp_path):
+    config = tiny_config(teacher=tiny_teacher, teacher_cache=False, max_iterations=2)
+    teacher = build_teacher(config.teacher)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    trainer = DinoMixTrainer(
+        config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "live"), device="cpu", teacher_model=teacher
+    )
+    assert trainer.cache is None and trainer.stride == 4
+    summary = trainer.fit()
+    assert summary["iterations"] == 2
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert {"sup", "unsup", "fkd"} <= set(trainer.history[-1])
+
+
+# ---------------------------------------------------------------------------------------------- resume / warm start
+def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path):
+    config = tiny_config(max_iterations=6)
+    out = tmp_path / "run"
+    calls = {"n": 0}
+
+    def stop_after_three() -> bool:  # polled before each iteration: True on the 4th poll
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    first = []
+    s1 = run_training(
+        config, phantoms["labeled"], phantoms["unlabeled"], str(out), progress=first.append, device="cpu",
+        should_stop=stop_after_three,
+    )
+    assert s1["stopped"] is True and s1["iterations"] == 3
+    assert [r["iteration"] for r in first] == [1, 2, 3]
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == 3 and ckpt["finished"] is False
+    assert [h["iteration"] for h in ckpt["history"]] == [1, 2, 3]
+
+    second = []
+    s2 = run_training(
+        config, phantoms["labeled"], phantoms["unlabeled"], str(out), progress=second.append, device="cpu",
+        resume=True,
+    )
+    assert s2["stopped"] is False and s2["iterations"] == 6
+    assert [r["iteration"] for r in second] == [4, 5, 6]
+    payload = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    assert [h["iteration"] for h in payload["history"]] == [1, 2, 3, 4, 5, 6]
+    assert payload["iteration"] == 6
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == 6 and ckpt["finished"] is True
+
+    # an uninterrupted run gives the same losses: the sampler, optimiser, EMA and tracker state were restored
+    straight = []
+    run_training(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "straight"),
+                 progress=straight.append, device="cpu")
+    for a, b in zip(first + second, straight):
+        assert a["iteration"] == b["iteration"]
+        assert a["losses"]["total"] == pytest.approx(b["losses"]["total"], rel=1e-4, abs=1e-5), a["iteration"]
+
+
+def test_resume_without_checkpoint_starts_from_zero(phantoms, tmp_path):
+    records = []
+    s = run_training(
+        tiny_config(max_iterations=2, use_pic=False, use_consistency=False), phantoms["labeled"][:1], [],
+        str(tmp_path / "fresh"), progress=records.append, device="cpu", resume=True,
+    )
+    assert s["iterations"] == 2 and [r["iteration"] for r in records] == [1, 2]
+
+
+def test_warm_start_from_a_model_file(phantoms, tiny_teacher, tmp_path):
+    # a model trained with FKD (it has a projection head) warm-starts a student without one
+    src = run_training(
+        tiny_config(teacher=tiny_teacher, max_iterations=2), phantoms["labeled"], phantoms["unlabeled"],
+        str(tmp_path / "a"), device="cpu",
+    )["checkpoint"]
+    saved = torch.load(src, map_location="cpu", weights_only=False)["model"]
+    trainer = DinoMixTrainer(
+        tiny_config(max_iterations=1, seed=5), phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "b"),
+        init_checkpoint=src, device="cpu",
+    )
+    own = trainer.model.state_dict()
+    assert trainer.model.projection is None
+    shared = [k for k in own if k in saved]
+    assert shared == list(own)  # every tensor of the student came from the file
+    assert all(torch.equal(own[k], saved[k]) for k in shared)
+    # the EMA teacher starts from the warm-started weights too
+    ema = trainer.ema.state_dict()
+    assert all(torch.equal(ema[k], saved[k]) for k in shared)
+    assert trainer.fit()["iterations"] == 1
+
+
+def test_warm_start_from_unreadable_file_is_a_training_error(phantoms, tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(TrainingError, match="warm-start"):
+        DinoMixTrainer(tiny_config(max_iterations=1), phantoms["labeled"], [], str(tmp_path / "o"),
+                       init_checkpoint=str(bad), device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- data problems
+def test_no_labeled_volume_is_a_training_error(phantoms, tmp_path):
+    with pytest.raises(TrainingError, match="no usable labeled volume"):
+        run_training(tiny_config(max_iterations=1), [], phantoms["unlabeled"], str(tmp_path / "o"), device="cpu")
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_corrupt_labeled_file_is_skipped_with_a_message(phantoms, tmp_path):
+    bad_img = tmp_path / "broken.nii.gz"
+    bad_img.write_bytes(b"\x1f\x8b garbage, not a NIfTI file")
+    labeled = phantoms["labeled"][:1] + [(str(bad_img), phantoms["labeled"][1][1])]
+    s = run_training(tiny_config(max_iterations=1), labeled, phantoms["unlabeled"], str(tmp_path / "o"), device="cpu")
+    assert s["iterations"] == 1 and s["labeled"] == 1
+    assert len(s["skipped"]) == 1 and str(bad_img) in s["skipped"][0]
+    # only corrupt labeled data: the error names the skipped file
+    with pytest.raises(TrainingError, match="broken.nii.gz"):
+        run_training(tiny_config(max_iterations=1), labeled[1:], [], str(tmp_path / "o2"), device="cpu")
+
+
+def test_label_on_another_grid_is_skipped(phantoms, tmp_path):
+    img = phantoms["labeled"][0][0]
+    small_lab = tmp_path / "small_label.nii.gz"
+    write_phantom_nifti(tmp_path / "unused.nii.gz", small_lab, 0, (40, 40, 24), SPACING)
+    labeled = [(img, str(small_lab)), phantoms["labeled"][1]]
+    s = run_training(tiny_config(max_iterations=1), labeled, [], str(tmp_path / "o"), device="cpu")
+    assert s["labeled"] == 1 and len(s["skipped"]) == 1 and "grid" in s["skipped"][0]
+
+
+# ---------------------------------------------------------------------------------------------- variants, seeds
+def test_supervised_only_config(phantoms, tmp_path):
+    records = []
+    trainer = DinoMixTrainer(
+        tiny_config(max_iterations=3, use_pic=False, use_consistency=False), phantoms["labeled"],
+        phantoms["unlabeled"], str(tmp_path / "sup"), progress=records.append, device="cpu",
+    )
+    assert not trainer.semi_supervised and trainer.teacher is None and trainer.cache is None
+    s = trainer.fit()
+    assert s["iterations"] == 3
+    assert all(set(r["losses"]) >= {"sup", "total"} for r in records)
+    assert not any({"unsup", "fkd", "confident"} & set(r["losses"]) for r in records)
+    assert all(r["losses"]["sup"] == pytest.approx(r["losses"]["total"]) for r in records)
+
+
+def test_same_seed_same_first_iteration_loss(phantoms, tmp_path):
+    def first_loss(seed: int, name: str) -> dict:
+        rec = []
+        run_training(tiny_config(max_iterations=1, seed=seed), phantoms["labeled"], phantoms["unlabeled"],
+                     str(tmp_path / name), progress=rec.append, device="cpu")
+        return rec[0]["losses"]
+
+    a, b, c = first_loss(3, "a"), first_loss(3, "b"), first_loss(4, "c")
+    assert a == b
+    assert a["total"] != c["total"]
+
+
+def test_validation_reports_per_organ_dice(phantoms, tmp_path):
+    s = run_training(
+        tiny_config(max_iterations=2, use_pic=False, use_consistency=False), phantoms["labeled"][:1], [],
+        str(tmp_path / "v"), validation=phantoms["labeled"][1:], device="cpu",
+    )
+    assert isinstance(s["best_metric"], float) and 0.0 <= s["best_metric"] <= 1.0
+    assert set(s["per_organ_dice"]) == set(get_preset("cpu").label_names)
+    assert all(v is None or 0.0 <= v <= 1.0 for v in s["per_organ_dice"].values())
