@@ -182,6 +182,26 @@ class DinoMixConfig:
             raise ValueError("optimizer must be 'sgd' or 'adamw'.")
         if self.max_iterations < 1 or self.batch_size_labeled < 1 or self.batch_size_unlabeled < 0:
             raise ValueError("max_iterations and batch_size_labeled must be >= 1, batch_size_unlabeled >= 0.")
+        if any(int(c) < 1 for c in self.channels):
+            raise ValueError(f"channels must all be positive, got {self.channels}.")
+        if self.num_res_units < 0:
+            raise ValueError(f"num_res_units must be >= 0, got {self.num_res_units}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if not 0.0 <= self.sw_overlap < 1.0:
+            raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap}.")
+        if self.fkd_weight < 0 or self.consistency_weight < 0:
+            raise ValueError(
+                f"fkd_weight and consistency_weight must be >= 0, got {self.fkd_weight} and {self.consistency_weight}."
+            )
+        if self.teacher_batch_size < 1:
+            raise ValueError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size}.")
+        if self.val_interval < 0:
+            raise ValueError(f"val_interval must be >= 0 (0 = only at the end), got {self.val_interval}.")
+        if not 0.0 <= self.momentum < 1.0 or self.weight_decay < 0:
+            raise ValueError(
+                f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum} and {self.weight_decay}."
+            )
         if self.teacher_upsample < 1:
             raise ValueError("teacher_upsample must be >= 1.")
         if self.learning_rate <= 0:

@@ -209,8 +209,8 @@ class TrainingJob:
                 validation=[(i, l) for _, i, l in val], init_checkpoint=str(prev) if prev else None, resume=True,
                 progress=progress, device=device, should_stop=self.should_stop,
             )
-        except (TrainingError, ValueError, FileNotFoundError, RuntimeError) as e:
-            self._write_stats(status="FAILED", error=str(e), end_ts=time.time())
+        except Exception as e:  # any failure is reported as FAILED in the stats, then re-raised
+            self._write_stats(status="FAILED", error=f"{type(e).__name__}: {e}", end_ts=time.time())
             raise
         if summary.get("stopped"):
             self._write_stats(status="STOPPED", end_ts=time.time(), note="stopped before the end: nothing published")

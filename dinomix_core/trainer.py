@@ -225,7 +225,10 @@ class DinoMixTrainer:
         except Exception as e:  # a torn or foreign file: start again rather than crash
             logger.warning("cannot resume from %s (%s); starting a new run", path, e)
             return
-        if ckpt.get("config", {}).get("channels") != list(self.config.channels) or ckpt.get("finished"):
+        own, state = self.model.state_dict(), ckpt.get("model", {})
+        same_model = set(state) == set(own) and all(tuple(state[k].shape) == tuple(own[k].shape) for k in own)
+        same_optimizer = ckpt.get("config", {}).get("optimizer") == self.config.optimizer
+        if ckpt.get("finished") or not same_model or not same_optimizer:
             logger.info("checkpoint %s is from a finished or different run; starting a new run", path)
             return
         self.model.load_state_dict(ckpt["model"])

@@ -8,7 +8,6 @@ progress display, infer with the published model, and a second start while one r
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

@@ -198,3 +198,58 @@ def test_train_and_infer_from_the_command_line(tmp_path, capsys):
     import nibabel as nib
 
     assert nib.load(str(pred)).shape == (24, 24, 16)
+
+
+# ---------------------------------------------------------------------------------------------- infer: geometry
+def _untrained_model(path: Path, **overrides) -> Path:
+    cfg = get_preset("cpu", channels=(4, 8, 16, 32), patch_size=(32, 32, 16), target_spacing=(4.0, 4.0, 6.0))
+    cfg = cfg.replace(**overrides)
+    torch.manual_seed(0)
+    torch.save({"model": build_student(cfg).state_dict(), "config": cfg.to_dict()}, path)
+    return path
+
+
+def test_infer_label_lies_on_the_input_grid_in_any_orientation(tmp_path):
+    """An LPS copy of a RAS image (same voxels in world space) gets the same label, flipped back onto its own grid."""
+    import nibabel as nib
+    import numpy as np
+
+    model = _untrained_model(tmp_path / "model.pt")
+    ras_path, _ = write_phantom_nifti(tmp_path / "ras.nii.gz", None, 0, (40, 36, 20), (4.0, 4.0, 6.0))
+    ras = nib.load(str(ras_path))
+    nx, ny, _ = ras.shape
+    to_lps = np.array([[-1, 0, 0, nx - 1], [0, -1, 0, ny - 1], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
+    lps_affine = ras.affine @ to_lps
+    lps = nib.Nifti1Image(np.asarray(ras.dataobj)[::-1, ::-1, :].copy(), lps_affine)
+    lps.set_qform(lps_affine, code=1)
+    lps.set_sform(lps_affine, code=1)
+    lps_path = tmp_path / "lps.nii.gz"
+    nib.save(lps, str(lps_path))
+    assert nib.aff2axcodes(lps_affine) == ("L", "P", "S")
+
+    outs = {}
+    for name, path in (("ras", ras_path), ("lps", lps_path)):
+        outs[name] = tmp_path / f"pred_{name}.nii.gz"
+        assert cli.main(["infer", "--model", str(model), "--image", str(path), "--output", str(outs[name]),
+                         "--device", "cpu"]) == 0
+    p_ras, p_lps = nib.load(str(outs["ras"])), nib.load(str(outs["lps"]))
+    assert p_ras.shape == p_lps.shape == (40, 36, 20)
+    np.testing.assert_allclose(p_ras.affine, ras.affine, atol=1e-4)
+    np.testing.assert_allclose(p_lps.affine, lps_affine, atol=1e-4)
+    a, b = np.asarray(p_ras.dataobj), np.asarray(p_lps.dataobj)
+    assert len(np.unique(a)) > 1  # a non-trivial label map, so the comparison means something
+    np.testing.assert_array_equal(b[::-1, ::-1, :], a)
+
+
+def test_infer_resamples_back_to_the_input_grid(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    model = _untrained_model(tmp_path / "model.pt", target_spacing=(5.0, 5.0, 8.0))
+    img, _ = write_phantom_nifti(tmp_path / "img.nii.gz", None, 1, (44, 38, 18), (4.0, 4.0, 6.0))
+    out = tmp_path / "pred.nii.gz"
+    assert cli.main(["infer", "--model", str(model), "--image", str(img), "--output", str(out), "--device", "cpu"]) == 0
+    ref, pred = nib.load(str(img)), nib.load(str(out))
+    assert pred.shape == ref.shape == (44, 38, 18)
+    np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-4)
+    assert pred.get_data_dtype() == np.uint8

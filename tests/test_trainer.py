@@ -8,7 +8,6 @@ minute on 2 busy cores.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -68,6 +67,17 @@ def tiny_config(**overrides) -> DinoMixConfig:
     )
     values.update(overrides)
     return get_preset("cpu", **values)
+
+
+def _stop_after(n: int):
+    """A should_stop callback (polled before each iteration) that stops after ``n`` iterations."""
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > n
+
+    return stop
 
 
 def mean_sup(records, sl) -> float:
@@ -204,6 +214,29 @@ def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path):
     for a, b in zip(first + second, straight):
         assert a["iteration"] == b["iteration"]
         assert a["losses"]["total"] == pytest.approx(b["losses"]["total"], rel=1e-4, abs=1e-5), a["iteration"]
+
+
+@pytest.mark.parametrize(
+    "first,second",
+    [
+        (dict(teacher="TINY"), dict(teacher="none")),  # the stopped run has a projection head, the new one none
+        (dict(optimizer="sgd", learning_rate=1e-2), dict(optimizer="adamw")),  # incompatible optimiser state
+    ],
+    ids=["teacher_removed", "optimizer_changed"],
+)
+def test_resume_after_a_configuration_change_starts_a_new_run(phantoms, tiny_teacher, tmp_path, first, second):
+    """The MONAI Label app always trains with resume=True: a stopped checkpoint of an incompatible configuration
+    must not make every later run fail (it must be ignored, as a finished or different-channel one is)."""
+    fix = lambda d: {k: (tiny_teacher if v == "TINY" else v) for k, v in d.items()}  # noqa: E731
+    out = tmp_path / "run"
+    s1 = run_training(tiny_config(max_iterations=3, **fix(first)), phantoms["labeled"], phantoms["unlabeled"],
+                      str(out), device="cpu", should_stop=_stop_after(1))
+    assert s1["stopped"] and s1["iterations"] == 1
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["finished"] is False
+    records = []
+    s2 = run_training(tiny_config(max_iterations=2, **fix(second)), phantoms["labeled"], phantoms["unlabeled"],
+                      str(out), device="cpu", progress=records.append, resume=True)
+    assert s2["iterations"] == 2 and [r["iteration"] for r in records] == [1, 2]
 
 
 def test_resume_without_checkpoint_starts_from_zero(phantoms, tmp_path):
