@@ -440,11 +440,6 @@ def test_second_training_request_while_one_runs_gets_429(api, trained):
     assert model_version(api.info()) == version  # a stopped run publishes nothing
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="MONAI Label 0.8.5 race: a background task counts as running only once its subprocess is started, so a "
-    "request right after the first is queued (200) and runs after a Stop; fix belongs in apps/dinomix/main.py",
-)
 def test_immediate_second_training_request_gets_429(api, trained):
     api.wait_idle()
     version = model_version(api.info())
