@@ -228,7 +228,8 @@ class DinoMixTrainer:
         own, state = self.model.state_dict(), ckpt.get("model", {})
         same_model = set(state) == set(own) and all(tuple(state[k].shape) == tuple(own[k].shape) for k in own)
         same_optimizer = ckpt.get("config", {}).get("optimizer") == self.config.optimizer
-        if ckpt.get("finished") or not same_model or not same_optimizer:
+        done = int(ckpt.get("iteration", 0)) >= self.config.max_iterations
+        if ckpt.get("finished") or not same_model or not same_optimizer or done:
             logger.info("checkpoint %s is from a finished or different run; starting a new run", path)
             return
         self.model.load_state_dict(ckpt["model"])
