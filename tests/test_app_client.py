@@ -26,7 +26,7 @@ from dinomix_core.config import ORGANS
 MODEL = "dinomix"
 STRATEGY = "dinomix_minority_uncertainty"
 REAL_CT = "real_ct_001"
-TIMEOUT_S = 1800
+TIMEOUT_S = 600  # well under pytest-timeout (1200 s): a run that never ends fails fast
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,19 @@ def wait_task(client: MONAILabelClient, task_id: str, poll=None, timeout_s: floa
         assert time.monotonic() - t0 < timeout_s, "training does not end"
         if poll:
             poll()
+        time.sleep(0.5)
+
+
+def stop_everything(client: MONAILabelClient, timeout_s: float = 120) -> None:
+    """Teardown: stop whatever training runs or is about to, so that one failing test cannot leave a
+    100000-iteration run behind for every later test to wait on."""
+    t0 = time.monotonic()
+    while client.train_status(check_if_running=True):
+        assert time.monotonic() - t0 < timeout_s, "a training run cannot be stopped"
+        try:
+            client.train_stop()
+        except MONAILabelClientException:
+            pass
         time.sleep(0.5)
 
 
@@ -203,7 +216,28 @@ def test_train_start_twice_gets_429_and_train_stop(client, trained):
         assert "Status: 429" in e.value.msg
     finally:
         stopped = client.train_stop()
+        stop_everything(client)
     assert stopped["id"] == task["id"] and stopped["status"] == "STOPPED"
     wait_idle(client, timeout_s=120)
     assert wait_task(client, task["id"], timeout_s=120)["status"] == "STOPPED"
+    assert model_version(client.info()) == version
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_stop_right_after_start_stops_the_training(client, trained, attempt):
+    """A Stop that lands before MONAI Label has started the training subprocess (a quick Train-then-Stop; the
+    race that once left a 100000-iteration run going) stops it: STOPPED, nothing runs, the model is unchanged."""
+    wait_idle(client)
+    version = model_version(client.info())
+    task = client.train_start(MODEL, dict(FAST_TRAIN, max_iterations=100000))
+    try:
+        stopped = client.train_stop()
+    finally:
+        stop_everything(client)
+    assert stopped is not None and stopped["id"] == task["id"] and stopped["status"] == "STOPPED"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:  # a stopped task must not start a moment later
+        assert not client.train_status(check_if_running=True), "the stopped training started anyway"
+        time.sleep(0.5)
+    assert wait_task(client, task["id"], timeout_s=60)["status"] == "STOPPED"
     assert model_version(client.info()) == version

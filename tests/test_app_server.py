@@ -35,7 +35,7 @@ MODEL = "dinomix"
 STRATEGY = "dinomix_minority_uncertainty"
 REAL_CT = "real_ct_001"
 LABELED_PHANTOM = "synthetic_phantom_001"  # has a final label in the sample studies
-TRAIN_TIMEOUT_S = 1800  # a 4-iteration run takes ~1.5 min on 2 busy CPU cores
+TRAIN_TIMEOUT_S = 600  # a 4-iteration run takes ~1.5 min on 2 busy CPU cores; under pytest-timeout (1200 s)
 #: A background run long enough to still be going when the second request arrives (it is always stopped).
 LONG_TRAIN = dict(FAST_TRAIN, max_iterations=100000)
 

@@ -460,7 +460,7 @@ def test_bad_label_refused_with_4xx(client, tmp_path, bad):
     assert str(e.value).startswith(f"request refused ({e.value.status}) for PUT /datastore/label")
 
 
-def _wait_idle(client, timeout_s=900):
+def _wait_idle(client, timeout_s=600):
     t0 = time.monotonic()
     while client.training_running():
         assert time.monotonic() - t0 < timeout_s, "a training run on the shared server does not end"
@@ -484,7 +484,7 @@ def trained(client, tmp_path_factory):
     monitor.start(before)
     client.train("dinomix", TINY_TRAIN)
     seen = []
-    stats = client.wait_for_training(poll_s=1, callback=seen.append, timeout_s=900)
+    stats = client.wait_for_training(poll_s=1, callback=seen.append, timeout_s=600)
     end = monitor.update(client.training_running(), client.info())
     return {"stats": stats, "seen": seen, "end": end, "submitted": submitted}
 

@@ -409,7 +409,7 @@ def _ensure_trained_model(client, workdir):
 
     t0 = time.monotonic()
     while client.training_running():
-        assert time.monotonic() - t0 < 900, "a training run on the shared server does not end"
+        assert time.monotonic() - t0 < 600, "a training run on the shared server does not end"
         time.sleep(1)
     if client.model_status()["model_present"]:
         return
@@ -420,7 +420,7 @@ def _ensure_trained_model(client, workdir):
         lab[tuple(slice(s // 2 - 3, s // 2 + 3) for s in data.shape)] = 6
         client.submit_label(image_id, write_nifti_label(str(workdir / "l.nii.gz"), lab, affine))
     client.train("dinomix", {"max_iterations": 4, "val_fraction": 0.0, "device": "cpu"})
-    stats = client.wait_for_training(poll_s=1, timeout_s=900)
+    stats = client.wait_for_training(poll_s=1, timeout_s=600)
     assert stats.get("status") == "DONE", stats
 
 

@@ -19,6 +19,7 @@ from typing import Dict
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
 from lib.configs import DinoMix
+from lib import tasks as background_tasks
 from lib.datastore import DinoMixDatastore
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
@@ -38,25 +39,8 @@ from dinomix_core.trainer import TrainingError
 
 logger = logging.getLogger(__name__)
 
-
-# MONAI Label 0.8.5 counts a background task as running only once its subprocess exists, so a request arriving
-# in between (a double click on Train) is queued with 200 and starts after a Stop. Count just-submitted tasks too.
-from datetime import datetime, timedelta  # noqa: E402
-
-from monailabel.utils.async_tasks import task as _async_task  # noqa: E402
-from monailabel.utils.async_tasks import utils as _async_utils  # noqa: E402
-
-
-def _running_or_submitted(method):
-    active = dict(_async_utils.processes(method))
-    recent = (datetime.today() - timedelta(seconds=120)).strftime("%Y-%m-%d %H:%M:%S")
-    for t in _async_utils.tasks(method):
-        if t.get("status") == "SUBMITTED" and t.get("start_ts", "") >= recent:
-            active.setdefault(t["id"], None)
-    return active
-
-
-_async_task.processes = _running_or_submitted
+# Count a just-submitted training as running (a double click gets 429) and let Stop reach it: lib/tasks.py.
+background_tasks.install()
 
 
 def _inside(path: str, root: str) -> bool:

@@ -1,0 +1,100 @@
+"""Background-task guards for MONAI Label 0.8.5 (``monailabel.utils.async_tasks``): no method logic here.
+
+MONAI Label runs a background training in a subprocess that a worker thread starts some time after the
+``POST /train/{model}`` answered. Two races follow from that gap:
+
+* a second POST arriving in the gap sees no subprocess yet, so it is queued (200) instead of refused (429);
+* a ``DELETE /train/`` arriving in the gap finds no subprocess to kill, answers with nothing, and the training
+  starts anyway and runs to its end (with a large ``max_iterations``, for hours).
+
+:func:`install` closes both: a task that is submitted but not started yet counts as running, stopping it marks
+it ``STOPPED`` so that it never starts, and a stop that lands while the subprocess is being created waits for
+it and kills it. Everything else is MONAI Label's own code.
+"""
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any, Dict, Optional, Set
+
+from monailabel.utils.async_tasks import task as _task_module
+from monailabel.utils.async_tasks import utils as _utils
+
+logger = logging.getLogger(__name__)
+
+#: A task still ``SUBMITTED`` after this long is taken to be queued behind another, not about to start.
+SUBMITTED_COUNTS_AS_RUNNING_S = 120
+#: How long a stop waits for a subprocess that is being started before it gives up.
+STOP_WAIT_S = 30.0
+
+_lock = threading.Lock()
+_started: Set[str] = set()  # task ids whose worker has begun to start the subprocess
+_stopped: Set[str] = set()  # task ids a stop request killed
+# MONAI Label's own functions, kept on its module so that a second import of this one never wraps a wrapper.
+_original_task_func = _utils.__dict__.setdefault("_dinomix_original_task_func", _utils._task_func)
+_original_stop = _utils.__dict__.setdefault("_dinomix_original_stop", _utils.stop_background_task)
+
+
+def _now() -> str:
+    return datetime.today().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def running_or_submitted(method: str) -> Dict[str, Any]:
+    """MONAI Label's ``processes(method)`` plus tasks submitted in the last two minutes that have not started."""
+    active = dict(_utils.processes(method))
+    recent = (datetime.today() - timedelta(seconds=SUBMITTED_COUNTS_AS_RUNNING_S)).strftime("%Y-%m-%d %H:%M:%S")
+    for t in _utils.tasks(method):
+        if t.get("status") == "SUBMITTED" and t.get("start_ts", "") >= recent:
+            active.setdefault(t["id"], None)
+    return active
+
+
+def _guarded_task_func(task, method, callback=None):
+    """The worker's entry point: a task stopped before it started is skipped."""
+    with _lock:
+        if task.get("status") == "STOPPED":
+            logger.info("%s task %s was stopped before it started; not starting it", method, task["id"])
+            return None
+        _started.add(task["id"])
+    try:
+        return _original_task_func(task, method, callback)
+    finally:
+        with _lock:
+            _started.discard(task["id"])
+            if task["id"] in _stopped:  # killed: not the ERROR MONAI Label would record for a non-zero exit
+                _stopped.discard(task["id"])
+                task["status"] = "STOPPED"
+
+
+def stop_background_task(method: str) -> Optional[Dict[str, Any]]:
+    """Stop the running task of ``method``, or the one about to start; ``None`` when there is none."""
+    deadline = time.monotonic() + STOP_WAIT_S
+    while True:
+        with _lock:
+            if _utils.processes(method):
+                task = _original_stop(method)
+                if task is not None:
+                    _stopped.add(task["id"])
+                return task
+            pending = [t for t in _utils.tasks(method) if t.get("status") == "SUBMITTED"]
+            if not pending:
+                return None
+            task = pending[0]
+            if task["id"] not in _started:
+                task["status"] = "STOPPED"
+                task["end_ts"] = _now()
+                logger.info("stopped %s task %s before it started", method, task["id"])
+                return task
+        # Its worker is creating the subprocess right now: wait for it to exist, then kill it.
+        if time.monotonic() > deadline:
+            logger.warning("%s task %s did not start within %.0f s; cannot stop it", method, task["id"], STOP_WAIT_S)
+            return None
+        time.sleep(0.05)
+
+
+def install() -> None:
+    """Patch MONAI Label's background-task module (idempotent)."""
+    _task_module.processes = running_or_submitted
+    _task_module.stop_background_task = stop_background_task
+    _utils._task_func = _guarded_task_func
