@@ -66,13 +66,13 @@ def parse_train_options(request: Dict[str, Any], defaults: Optional[Dict[str, An
     for k in TRAIN_OPTIONS:
         if k in req and req[k] is not None and req[k] != "":
             opts[k] = req[k]
-    try:
-        opts["max_iterations"] = int(opts["max_iterations"])
-        opts["seed"] = int(opts["seed"])
-        opts["min_labeled_for_validation"] = int(opts["min_labeled_for_validation"])
-        opts["val_fraction"] = float(opts["val_fraction"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"bad numeric training option: {e}") from None
+    for key, kind in (("max_iterations", int), ("seed", int), ("min_labeled_for_validation", int),
+                      ("val_fraction", float)):
+        try:
+            opts[key] = kind(opts[key])
+        except (TypeError, ValueError):
+            what = "an integer" if kind is int else "a number"
+            raise ValueError(f"{key} must be {what}, got {opts[key]!r}.") from None
     if not 1 <= opts["max_iterations"] <= 1_000_000:
         raise ValueError(f"max_iterations must be between 1 and 1000000, got {opts['max_iterations']}.")
     if not 0.0 <= opts["val_fraction"] < 1.0:

@@ -349,6 +349,12 @@ def test_malformed_params_and_unknown_model(srv, model):
     assert_refused(srv, r, 400, "max_iterations", before=before)
     r = train(srv, {"max_iterations": 2, "device": "tpu"})
     assert_refused(srv, r, 400, "device", before=before)
+    tasks_before = requests.get(srv.url + "/train/", params={"all": "true"}, timeout=60).json()
+    r = train(srv, {"max_iterations": "many"}, run_sync=False)  # a background request: refused, never queued
+    assert_refused(srv, r, 400, "max_iterations", before=before)
+    assert requests.get(srv.url + "/train/", params={"all": "true"}, timeout=60).json() == tasks_before
+    r = infer(srv, image="")
+    assert_refused(srv, r, 400, "no image given", before=before)
 
 
 def test_model_endpoint_cannot_replace_the_published_model(srv, model):

@@ -17,6 +17,7 @@ import tempfile
 from typing import Dict
 
 from fastapi import HTTPException
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from lib.configs import DinoMix
 from lib import tasks as background_tasks
@@ -31,6 +32,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dinomix_core
 from dinomix_core.data import InvalidVolumeError
@@ -53,7 +55,8 @@ def _install_error_handlers() -> None:
 
     - malformed JSON in a ``params``/``info`` form field -> 400;
     - MONAI Label's own "invalid input" errors (unknown model, unknown image/label id) -> 400/404;
-    - an unusable volume reaching an endpoint -> 422.
+    - an unusable volume reaching an endpoint -> 422;
+    - ``/infer`` with no image at all (MONAI Label: 500) -> 400.
 
     The FastAPI app has already built its middleware stack when the app is created (inside the lifespan), so the
     handlers are added and the stack is rebuilt on the next request (Starlette builds it lazily).
@@ -74,9 +77,18 @@ def _install_error_handlers() -> None:
     async def invalid_volume(request, exc):
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
+    async def http_error(request, exc):
+        # MONAI Label answers an /infer request with neither image, file nor session as a 500: it is a 400.
+        status, detail = exc.status_code, exc.detail
+        if status == 500 and isinstance(detail, str) and detail.startswith("Neither Image nor File"):
+            status, detail = 400, "no image given: pass ?image=<datastore id> or upload a file"
+        return await http_exception_handler(request, HTTPException(status_code=status, detail=detail,
+                                                                   headers=getattr(exc, "headers", None)))
+
     api.add_exception_handler(json.JSONDecodeError, bad_json)
     api.add_exception_handler(MONAILabelException, monailabel_error)
     api.add_exception_handler(InvalidVolumeError, invalid_volume)
+    api.add_exception_handler(StarletteHTTPException, http_error)
     api.middleware_stack = None
     logger.info("DINO-Mix: 4xx error handlers installed")
 
@@ -120,6 +132,7 @@ class DinoMixApp(MONAILabelApp):
 
     def on_init_complete(self):
         super().on_init_complete()
+        background_tasks.install({"train": self.check_train_request})  # background POST /train: 400 at once
         try:
             _install_error_handlers()
         except Exception as e:  # never keep the server from starting over error formatting
@@ -149,16 +162,21 @@ class DinoMixApp(MONAILabelApp):
                 raise HTTPException(status_code=404, detail=f"unknown image id {image!r}: not in the datastore")
         elif image is not None and not isinstance(image, str):
             raise HTTPException(status_code=400, detail="image must be a datastore image id")
+        else:
+            raise HTTPException(status_code=400, detail="no image given: pass ?image=<datastore id> or upload a file")
         return super().infer(request, datastore)
 
-    def train(self, request):
-        # Bad options and a datastore that cannot be trained on are the client's to fix: 4xx with the reason.
-        model = request.get("model")
-        if model in self._trainers:
+    def check_train_request(self, request) -> None:
+        """Bad training options are the client's to fix: 400 with the reason, before anything is queued."""
+        if request.get("model") in self._trainers:
             try:
                 parse_train_options(request, self.task.train_defaults)
             except ValueError as e:
                 raise HTTPException(status_code=400, detail=f"bad training option: {e}")
+
+    def train(self, request):
+        # Bad options and a datastore that cannot be trained on are the client's to fix: 4xx with the reason.
+        self.check_train_request(request)
         try:
             return super().train(request)
         except TrainingError as e:

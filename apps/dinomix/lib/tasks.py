@@ -9,14 +9,16 @@ MONAI Label runs a background training in a subprocess that a worker thread star
 
 :func:`install` closes both: a task that is submitted but not started yet counts as running, stopping it marks
 it ``STOPPED`` so that it never starts, and a stop that lands while the subprocess is being created waits for
-it and kills it. Everything else is MONAI Label's own code.
+it and kills it. A background request can also be checked before it is queued (``install(check=...)``), so
+that bad options are a 4xx at once rather than a task that fails in its subprocess a minute later. Everything
+else is MONAI Label's own code.
 """
 
 import logging
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Any, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from monailabel.utils.async_tasks import task as _task_module
 from monailabel.utils.async_tasks import utils as _utils
@@ -34,6 +36,8 @@ _stopped: Set[str] = set()  # task ids a stop request killed
 # MONAI Label's own functions, kept on its module so that a second import of this one never wraps a wrapper.
 _original_task_func = _utils.__dict__.setdefault("_dinomix_original_task_func", _utils._task_func)
 _original_stop = _utils.__dict__.setdefault("_dinomix_original_stop", _utils.stop_background_task)
+_original_run = _utils.__dict__.setdefault("_dinomix_original_run", _utils.run_background_task)
+_checks: Dict[str, Callable[[Dict[str, Any]], None]] = {}
 
 
 def _now() -> str:
@@ -93,8 +97,24 @@ def stop_background_task(method: str) -> Optional[Dict[str, Any]]:
         time.sleep(0.05)
 
 
-def install() -> None:
-    """Patch MONAI Label's background-task module (idempotent)."""
+def run_background_task(request, method, callback=None, debug=False):
+    """MONAI Label's ``run_background_task`` after the check installed for ``method`` (which raises to refuse)."""
+    check = _checks.get(method)
+    if check is not None:
+        check(request)
+    return _original_run(request, method, callback=callback, debug=debug)
+
+
+def install(checks: Optional[Dict[str, Callable[[Dict[str, Any]], None]]] = None) -> None:
+    """Patch MONAI Label's background-task module (idempotent).
+
+    Args:
+        checks: per method (``"train"``...), a function given the request of a background task before it is
+            queued; it raises (for example ``HTTPException(400)``) to refuse the request.
+    """
+    _checks.clear()
+    _checks.update(checks or {})
     _task_module.processes = running_or_submitted
     _task_module.stop_background_task = stop_background_task
+    _task_module.run_background_task = run_background_task
     _utils._task_func = _guarded_task_func
