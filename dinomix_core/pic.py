@@ -519,7 +519,11 @@ class PICMixer:
     2. computes the curriculum distribution for ``progress``;
     3. samples per sample one box on the ground truth and one on the confident pseudo-label
        (unconfident voxels count as background for sampling);
-    4. mixes both directions with :func:`mix_batch`.
+    4. mixes both directions with :func:`mix_batch`, the pseudo-label weights scaled by ``pseudo_weight``
+       (the consistency ramp-up).
+
+    Labeled and unlabeled batches of different sizes are paired cyclically (sample ``i`` with labeled
+    ``i % B_l`` and unlabeled ``i % B_u``); the mixed labeled batch keeps ``B_l`` samples, the unlabeled ``B_u``.
 
     Args:
         num_classes: classes including background.
@@ -529,6 +533,8 @@ class PICMixer:
         freq_momentum: EMA momentum of the frequency tracker.
         seed: seed of the mixer's own CPU generator (sampling is reproducible and independent of torch's
             global RNG).
+        generator: a CPU generator to draw from instead (e.g. the trainer's patch sampler, so one state
+            restores both); ``seed`` is then ignored and :meth:`state_dict` still saves its state.
     """
 
     def __init__(
@@ -541,6 +547,7 @@ class PICMixer:
         schedule_fraction: float = 0.8,
         freq_momentum: float = 0.99,
         seed: int = 0,
+        generator: Optional[torch.Generator] = None,
     ) -> None:
         self.box_size = _int3(box_size, "box_size")
         self.align = _int3(align, "align")
@@ -553,7 +560,7 @@ class PICMixer:
         self.schedule = schedule
         self.schedule_fraction = float(schedule_fraction)
         self.tracker = ClassFrequencyTracker(num_classes, freq_momentum)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
 
     def class_probs(self, progress: float) -> torch.Tensor:
         """Curriculum distribution over classes ``1..C-1`` at ``progress`` from the tracked frequencies."""
@@ -571,8 +578,17 @@ class PICMixer:
         progress: float,
         w_l: Optional[torch.Tensor] = None,
         update_frequencies: bool = True,
+        pseudo_weight: float = 1.0,
     ) -> Tuple[MixedPair, List[Box], List[Box]]:
-        """Mix batches ``x [B, C, X, Y, Z]``, ``y/w [B, X, Y, Z]``; returns ``(mixed, boxes_l, boxes_u)``."""
+        """Mix batches ``x [B, C, X, Y, Z]``, ``y/w [B, X, Y, Z]``; returns ``(mixed, boxes_l, boxes_u)``.
+
+        ``w_u`` is the confidence (mask or weight) of the pseudo-labels: it decides which pseudo-label voxels
+        are counted and sampled. In the mixed weights the pseudo-label voxels get ``w_u * pseudo_weight`` and
+        the ground-truth voxels ``w_l`` (ones if ``None``). ``boxes_l[i]``/``boxes_u[i]`` belong to the ``i``-th
+        pairing (see the class docstring); there are ``max(B_l, B_u)`` of each.
+        """
+        if pseudo_weight < 0:
+            raise ValueError(f"pseudo_weight must be >= 0, got {pseudo_weight}.")
         if update_frequencies:
             if w_l is None:
                 keep_l = torch.ones(y_l.numel(), dtype=torch.bool, device=y_l.device)
@@ -583,12 +599,23 @@ class PICMixer:
                 torch.cat([keep_l, (w_u.reshape(-1) > 0).to(y_l.device)]),
             )
         probs = self.class_probs(progress)
+        bl, bu = y_l.shape[0], y_u.shape[0]
+        if bl < 1 or bu < 1:
+            raise ValueError("PICMixer needs at least one labeled and one unlabeled sample.")
+        il = [i % bl for i in range(max(bl, bu))]
+        iu = [i % bu for i in range(max(bl, bu))]
         y_u_conf = torch.where(w_u > 0, y_u, torch.zeros_like(y_u))
-        boxes_l = [sample_box(y_l[i], probs, self.box_size, self.generator, self.align) for i in range(y_l.shape[0])]
-        boxes_u = [
-            sample_box(y_u_conf[i], probs, self.box_size, self.generator, self.align) for i in range(y_u.shape[0])
-        ]
-        return mix_batch(x_l, y_l, w_l, x_u, y_u, w_u, boxes_l, boxes_u), boxes_l, boxes_u
+        boxes_l, boxes_u = [], []
+        for li, ui in zip(il, iu):  # per pairing: the labeled box, then the unlabeled box
+            boxes_l.append(sample_box(y_l[li], probs, self.box_size, self.generator, self.align))
+            boxes_u.append(sample_box(y_u_conf[ui], probs, self.box_size, self.generator, self.align))
+        w_mix = w_u if float(pseudo_weight) == 1.0 else w_u.to(torch.float32) * float(pseudo_weight)
+        mixed = mix_batch(
+            x_l[il], y_l[il], None if w_l is None else w_l[il], x_u[iu], y_u[iu], w_mix[iu], boxes_l, boxes_u
+        )
+        mixed = MixedPair(mixed.image_u[:bu], mixed.target_u[:bu], mixed.weight_u[:bu],
+                          mixed.image_l[:bl], mixed.target_l[:bl], mixed.weight_l[:bl])
+        return mixed, boxes_l, boxes_u
 
     def state_dict(self) -> Dict[str, Any]:
         return {"tracker": self.tracker.state_dict(), "generator": self.generator.get_state()}

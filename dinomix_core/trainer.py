@@ -43,7 +43,7 @@ from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
 from .losses import fkd_loss, masked_dice_ce
 from .networks import build_student
-from .pic import ClassFrequencyTracker, curriculum_distribution, cutmix, sample_box
+from .pic import PICMixer
 from .teacher import TeacherFeatureCache, build_teacher, mix_features
 
 __all__ = ["DinoMixTrainer", "run_training", "TrainingError", "atomic_save"]
@@ -172,7 +172,17 @@ class DinoMixTrainer:
         self.start_iteration = 0
         self.best_metric = -1.0
         self.history: List[Dict[str, Any]] = []
-        self.tracker = ClassFrequencyTracker(config.out_channels, momentum=config.freq_momentum)
+        self.mixer = PICMixer(
+            config.out_channels,
+            box_size=tuple(max(1, int(round(p * f))) for p, f in zip(config.patch_size, config.pic_box_fraction)),
+            align=(self.stride, self.stride, 1),
+            start_power=config.pic_start_power,
+            schedule=config.pic_schedule,
+            schedule_fraction=config.pic_schedule_fraction,
+            freq_momentum=config.freq_momentum,
+            generator=self.gen,
+        )
+        self.tracker = self.mixer.tracker
         if init_checkpoint:
             self._warm_start(init_checkpoint)
         self.ema = copy.deepcopy(self.model).eval()
@@ -325,45 +335,31 @@ class DinoMixTrainer:
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
                 ema_logits = self.ema(unl.image)
             y_u, conf, _ = pseudo_labels(ema_logits.float(), cfg.confidence_threshold)
-            w_u = conf.float() * (pseudo_w if cfg.use_consistency else 0.0)
-            self.tracker.update(lab.label)
-            self.tracker.update(y_u, conf.bool())
+            unsup_w = pseudo_w if cfg.use_consistency else 0.0
             logs["confident"] = float(conf.float().mean())
             x_l, t_l, w_l, f_l = lab.image, lab.label, weights, lab.feats
-            x_u, t_u, f_u = unl.image, y_u, unl.feats
+            x_u, t_u, w_u, f_u = unl.image, y_u, conf.float() * unsup_w, unl.feats
             if cfg.use_pic:
-                probs = curriculum_distribution(
-                    self.tracker.frequencies, progress, start_power=cfg.pic_start_power, schedule=cfg.pic_schedule,
-                    schedule_fraction=cfg.pic_schedule_fraction,
+                # counts GT + confident pseudo-labels, samples tail-first boxes, mixes both ways (pic.PICMixer)
+                mixed, boxes_l, boxes_u = self.mixer(
+                    lab.image, lab.label, unl.image, y_u, conf.float(), progress, w_l=weights, pseudo_weight=unsup_w
                 )
-                box = tuple(max(1, int(round(p * f))) for p, f in zip(cfg.patch_size, cfg.pic_box_fraction))
-                align = (self.stride, self.stride, 1)
-                nu = x_u.shape[0]
-                x_l2, t_l2, w_l2, f_l2 = [], [], [], []
-                x_u2, t_u2, w_u2, f_u2 = [], [], [], []
-                for i in range(max(bl, nu)):
-                    li, ui = i % bl, i % nu
-                    # unlabeled -> labeled: a box around a sampled class of the pseudo-label
-                    s_u, z_u, _ = sample_box(t_u[ui], probs, box, self.gen, align=align)
-                    # labeled -> unlabeled: a box around a sampled (tail-first) organ of the ground truth
-                    s_l, z_l, c_l = sample_box(t_l[li], probs, box, self.gen, align=align)
-                    if i < bl:
-                        x_l2.append(cutmix(x_l[li], x_u[ui], s_u, z_u))
-                        t_l2.append(cutmix(t_l[li], t_u[ui], s_u, z_u))
-                        w_l2.append(cutmix(w_l[li], w_u[ui], s_u, z_u))
-                        if f_l is not None:
-                            f_l2.append(mix_features(f_l[li], f_u[ui], s_u, z_u, self.stride))
-                    if i < nu:
-                        x_u2.append(cutmix(x_u[ui], x_l[li], s_l, z_l))
-                        t_u2.append(cutmix(t_u[ui], t_l[li], s_l, z_l))
-                        w_u2.append(cutmix(w_u[ui], w_l[li], s_l, z_l))
-                        if f_l is not None:
-                            f_u2.append(mix_features(f_u[ui], f_l[li], s_l, z_l, self.stride))
-                    logs["pic_class"] = float(c_l)
-                x_l, t_l, w_l = torch.stack(x_l2), torch.stack(t_l2), torch.stack(w_l2)
-                x_u, t_u, w_u = torch.stack(x_u2), torch.stack(t_u2), torch.stack(w_u2)
-                if f_l is not None:
-                    f_l, f_u = torch.stack(f_l2), torch.stack(f_u2)
+                x_l, t_l, w_l = mixed.image_l, mixed.target_l, mixed.weight_l
+                x_u, t_u, w_u = mixed.image_u, mixed.target_u, mixed.weight_u
+                if lab.feats is not None:  # cached teacher features, mixed with the same boxes
+                    nu = unl.image.shape[0]
+                    f_l = torch.stack([
+                        mix_features(lab.feats[i % bl], unl.feats[i % nu], boxes_u[i].start, boxes_u[i].size, self.stride)
+                        for i in range(bl)
+                    ])
+                    f_u = torch.stack([
+                        mix_features(unl.feats[i % nu], lab.feats[i % bl], boxes_l[i].start, boxes_l[i].size, self.stride)
+                        for i in range(nu)
+                    ])
+                logs["pic_class"] = float(boxes_l[-1].label)
+            else:
+                self.tracker.update(lab.label)
+                self.tracker.update(y_u, conf.bool())
             images = torch.cat([x_l, x_u])
             targets = torch.cat([t_l, t_u])
             weights = torch.cat([w_l, w_u])
