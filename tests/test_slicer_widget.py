@@ -108,6 +108,8 @@ CONNECT_SUMMARY = {
 def make_widget(env):
     DinoMix, slicer, qt = env
 
+    made = []
+
     def make(logic=None):
         slicer.util.messages.clear()
         slicer.util.confirm_answer = False
@@ -118,9 +120,12 @@ def make_widget(env):
         if logic is not None:
             w.logic = logic
             w.updateButtonStates()
+        made.append(w)
         return w
 
-    return make
+    yield make
+    for w in made:  # as Slicer does when the module closes
+        w.cleanup()
 
 
 def _errors(slicer):
@@ -375,6 +380,18 @@ def test_real_logic_refuses_actions_before_connect(env):
         logic.nextSample("random")
     with pytest.raises(RuntimeError, match="not connected"):
         logic.startTraining(dict(max_iterations=5))
+
+
+def test_logic_work_folder_is_made_on_use_and_removed_by_cleanup(env):
+    DinoMix, _, _ = env
+    logic = DinoMix.DinoMixLogic()
+    assert logic._workDir is None  # nothing made until needed
+    d = logic.workDir
+    assert os.path.isdir(d) and os.path.basename(d).startswith("DinoMix-") and logic.workDir == d
+    open(os.path.join(d, "prediction.nii.gz"), "wb").close()
+    logic.cleanup()
+    assert not os.path.exists(d) and logic._workDir is None
+    logic.cleanup()  # twice is harmless
 
 
 def test_module_self_test_runs(env):

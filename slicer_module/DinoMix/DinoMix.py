@@ -12,6 +12,7 @@ DINO-Mix: arXiv 2602.07819.
 
 import logging
 import os
+import shutil
 import tempfile
 
 import ctk  # noqa: F401  (CTK widgets of the .ui file)
@@ -118,6 +119,8 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
     def cleanup(self):
         if self.pollTimer is not None:
             self.pollTimer.stop()
+        if self.logic is not None and hasattr(self.logic, "cleanup"):
+            self.logic.cleanup()
 
     # ------------------------------------------------------------------ helpers
     def _logicState(self, name):
@@ -342,7 +345,20 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         self.volumeNode = None
         self.segmentationNode = None
         self.monitor = None
-        self.workDir = tempfile.mkdtemp(prefix="DinoMix-")
+        self._workDir = None
+
+    @property
+    def workDir(self):
+        """A temporary folder for downloads and predictions, made on first use and removed by :meth:`cleanup`."""
+        if self._workDir is None:
+            self._workDir = tempfile.mkdtemp(prefix="DinoMix-")
+        return self._workDir
+
+    def cleanup(self):
+        """Remove the temporary folder (called when the module closes)."""
+        if self._workDir is not None:
+            shutil.rmtree(self._workDir, ignore_errors=True)
+            self._workDir = None
 
     @property
     def isConnected(self):
