@@ -80,7 +80,10 @@ def server_env(extra: Optional[dict] = None) -> dict:
     return env
 
 
-def start_server(studies: Path, model_dir: Path, log: Path, conf: Optional[dict] = None, env: Optional[dict] = None) -> LiveServer:
+def start_server(
+    studies: Path, model_dir: Path, log: Path, conf: Optional[dict] = None, env: Optional[dict] = None,
+    ready_path: str = "/info/",
+) -> LiveServer:
     port = free_port()
     monailabel = Path(sys.executable).parent / "monailabel"
     cmd = [str(monailabel), "start_server", "--app", str(APP_DIR), "--studies", str(studies), "--host", "127.0.0.1",
@@ -95,7 +98,7 @@ def start_server(studies: Path, model_dir: Path, log: Path, conf: Optional[dict]
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{srv.log_tail()}")
         try:
-            status, _ = srv.get("/info/", timeout=5)
+            status, _ = srv.get(ready_path, timeout=5)
             if status == 200:
                 return srv
         except Exception:
@@ -157,3 +160,32 @@ def app_client(tmp_path_factory, sample_studies_src):
         client.studies = studies  # type: ignore[attr-defined]
         client.model_dir = root / "model"  # type: ignore[attr-defined]
         yield client
+
+
+#: users of the stand-in Keycloak realm (tests/oidc_standin.py): name -> (password, roles)
+AUTH_USERS = {
+    "ann": ("ann-pw", ["monailabel-user", "monailabel-annotator"]),
+    "adm": ("adm-pw", ["monailabel-user", "monailabel-annotator", "monailabel-reviewer", "monailabel-admin"]),
+    "viewer": ("viewer-pw", ["monailabel-user"]),
+}
+
+
+@pytest.fixture(scope="session")
+def oidc_realm():
+    """A STAND-IN Keycloak realm on 127.0.0.1 (Keycloak itself cannot be installed here); see oidc_standin.py."""
+    from oidc_standin import StandInRealm
+
+    with StandInRealm(AUTH_USERS) as realm:
+        yield realm
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory, sample_studies_src, oidc_realm):
+    """A real ``monailabel start_server`` subprocess with MONAI Label authentication on, over the stand-in realm."""
+    root = tmp_path_factory.mktemp("auth")
+    studies = root / "studies"
+    shutil.copytree(sample_studies_src, studies)
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": oidc_realm.realm_uri}
+    srv = start_server(studies, root / "model", root / "server.log", env=env, ready_path="/auth/")
+    yield srv
+    stop_server(srv)

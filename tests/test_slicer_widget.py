@@ -69,8 +69,8 @@ class RecordingLogic:
             raise self.fail[name]
         return self.results.get(name)
 
-    def connect(self, url):
-        return self._call("connect", url)
+    def connect(self, url, username="", password=""):
+        return self._call("connect", url, username, password)
 
     def nextSample(self, strategy):
         return self._call("nextSample", strategy)
@@ -172,8 +172,13 @@ def test_connect_button_calls_logic_and_fills_the_panel(env, make_widget):
     logic = RecordingLogic(results={"connect": CONNECT_SUMMARY})
     w = make_widget(logic)
     w.ui.serverUrlLineEdit.text = "  http://10.0.0.5:8123 "
+    w.ui.userLineEdit.text = " ann "
+    w.ui.passwordLineEdit.text = "s3cret"
     w.ui.connectButton.click()
-    assert logic.calls == [("connect", ("http://10.0.0.5:8123",))]
+    assert logic.calls == [("connect", ("http://10.0.0.5:8123", "ann", "s3cret"))]
+    assert w.ui.passwordLineEdit.text == ""  # used once, not kept in the panel
+    assert qt.QSettings().value("DinoMix/userName") == "ann"
+    assert "s3cret" not in [str(v) for v in qt.QSettings._store.values()]  # the password is never stored
     assert w.ui.organListWidget.count == 13
     assert w.ui.organListWidget.item(0).text() == "1  spleen"
     assert w.ui.organListWidget.item(12).text() == "13  left adrenal gland"
@@ -418,6 +423,28 @@ def test_real_logic_connects_to_the_live_server(env, make_widget, live_server):
     ]
     assert w.ui.serverInfoLabel.text.startswith("DINO-Mix: models dinomix;")
     assert w.ui.nextSampleButton.enabled and w.ui.retrainButton.enabled
+
+
+def test_real_logic_logs_in_to_a_server_with_authentication(env, make_widget, auth_server):
+    """Against the real server with MONAI Label authentication on (stand-in Keycloak realm, see test_auth.py)."""
+    _, slicer, _ = env
+    w = make_widget()
+    w.ui.serverUrlLineEdit.text = auth_server.url
+    w.ui.connectButton.click()  # no user name
+    assert "requires a login: enter your user name and password" in _errors(slicer)[-1]["text"]
+    assert not w.logic.isConnected and w.ui.serverInfoLabel.text == "not connected"
+    w.ui.userLineEdit.text, w.ui.passwordLineEdit.text = "ann", "wrong"
+    w.ui.connectButton.click()
+    assert "login failed for 'ann' (401): login refused by the identity server: Invalid user credentials" in (
+        _errors(slicer)[-1]["text"]
+    )
+    assert not w.logic.isConnected
+    slicer.util.messages.clear()
+    w.ui.userLineEdit.text, w.ui.passwordLineEdit.text = "ann", "ann-pw"
+    w.ui.connectButton.click()
+    assert _errors(slicer) == []
+    assert w.logic.isConnected and w.logic.client.token
+    assert w.ui.organListWidget.count == 13 and w.ui.passwordLineEdit.text == ""
 
 
 def _ensure_trained_model(client, workdir):

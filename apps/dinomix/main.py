@@ -16,10 +16,13 @@ import sys
 import tempfile
 from typing import Dict
 
+import requests
+
 from fastapi import HTTPException
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from lib.configs import DinoMix
+from lib import auth as server_auth
 from lib import tasks as background_tasks
 from lib.datastore import DinoMixDatastore
 from monailabel.config import settings
@@ -43,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 # Count a just-submitted training as running (a double click gets 429) and let Stop reach it: lib/tasks.py.
 background_tasks.install()
+# MONAI Label's token check calls PyJWT 2 without `algorithms`, so every token got 401: lib/auth.py.
+server_auth.install()
 
 
 def _inside(path: str, root: str) -> bool:
@@ -56,7 +61,8 @@ def _install_error_handlers() -> None:
     - malformed JSON in a ``params``/``info`` form field -> 400;
     - MONAI Label's own "invalid input" errors (unknown model, unknown image/label id) -> 400/404;
     - an unusable volume reaching an endpoint -> 422;
-    - ``/infer`` with no image at all (MONAI Label: 500) -> 400.
+    - ``/infer`` with no image at all (MONAI Label: 500) -> 400;
+    - the identity server refusing a login -> 401, or unreachable -> 503 (lib/auth.py).
 
     The FastAPI app has already built its middleware stack when the app is created (inside the lifespan), so the
     handlers are added and the stack is rebuilt on the next request (Starlette builds it lazily).
@@ -89,6 +95,7 @@ def _install_error_handlers() -> None:
     api.add_exception_handler(MONAILabelException, monailabel_error)
     api.add_exception_handler(InvalidVolumeError, invalid_volume)
     api.add_exception_handler(StarletteHTTPException, http_error)
+    api.add_exception_handler(requests.RequestException, server_auth.identity_server_error)
     api.middleware_stack = None
     logger.info("DINO-Mix: 4xx error handlers installed")
 

@@ -34,6 +34,8 @@ from DinoMixLib.training import TrainingMonitor, build_train_params
 
 #: QSettings key remembering the last server address
 SETTINGS_URL_KEY = "DinoMix/serverUrl"
+#: QSettings key remembering the last user name (the password is never stored)
+SETTINGS_USER_KEY = "DinoMix/userName"
 #: the training progress is polled this often (as the MONAI Label Slicer plugin does)
 POLL_INTERVAL_MS = 5000
 #: consecutive failed polls after which polling stops and the error is shown
@@ -96,12 +98,14 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         self.logic = DinoMixLogic()
 
         self.ui.serverUrlLineEdit.text = slicer.util.settingsValue(SETTINGS_URL_KEY, DEFAULT_URL)
+        self.ui.userLineEdit.text = slicer.util.settingsValue(SETTINGS_USER_KEY, "")
         index = self.ui.strategyComboBox.findText(DEFAULT_STRATEGY)
         if index >= 0:
             self.ui.strategyComboBox.setCurrentIndex(index)
 
         self.ui.connectButton.connect("clicked(bool)", self.onConnect)
         self.ui.serverUrlLineEdit.connect("returnPressed()", self.onConnect)
+        self.ui.passwordLineEdit.connect("returnPressed()", self.onConnect)
         self.ui.nextSampleButton.connect("clicked(bool)", self.onNextSample)
         self.ui.inferButton.connect("clicked(bool)", self.onRunInference)
         self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
@@ -168,12 +172,16 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
     # ------------------------------------------------------------------ slots
     def onConnect(self):
         url = str(self.ui.serverUrlLineEdit.text).strip()
-        ok, summary = self.runLogic("Connect", self.logic.connect, url)
+        user = str(self.ui.userLineEdit.text).strip()
+        password = str(self.ui.passwordLineEdit.text)
+        ok, summary = self.runLogic("Connect", self.logic.connect, url, user, password)
+        self.ui.passwordLineEdit.text = ""  # used once for the token, never kept
         if not ok:
             self.ui.serverInfoLabel.text = "not connected"
             return
         summary = summary or {}
         qt.QSettings().setValue(SETTINGS_URL_KEY, url)
+        qt.QSettings().setValue(SETTINGS_USER_KEY, user)
         status = summary.get("model_status") or {}
         present = status.get("model_present")
         model_text = {True: "trained model present", False: "no trained model yet"}.get(
@@ -382,9 +390,16 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("no image loaded: press Next sample first.")
 
     # ------------------------------------------------------------------ server
-    def connect(self, url):
-        """Read ``/info`` of the server at ``url``; return a summary for the GUI."""
+    def connect(self, url, username="", password=""):
+        """Read ``/info`` of the server at ``url`` (logging in first if it asks); return a summary for the GUI."""
         client = self.clientFactory(url)
+        if client.auth_enabled():
+            if not username:
+                raise DinoMixClientError(
+                    f"the server at {client.server_url} requires a login: enter your user name and password, "
+                    "then Connect."
+                )
+            client.login(username, password)
         info = client.info()
         trainers = info.get("trainers") or {}
         models = info.get("models") or {}

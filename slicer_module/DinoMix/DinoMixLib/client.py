@@ -9,7 +9,9 @@ MONAI Label 0.8's HTTP API with ``urllib`` and ``json`` only. Endpoints used (se
 * ``POST /infer/{model}?image=ID&output=image`` (multipart form field ``params``): the label file;
 * ``PUT /datastore/label?image=ID&tag=final`` (multipart ``label`` file + ``params`` field): save a label;
 * ``POST /train/{model}`` (JSON body of params; 429 while a run is going), ``DELETE /train/`` (stop),
-  ``GET /train/?check_if_running=true`` (200 running, 404 not).
+  ``GET /train/?check_if_running=true`` (200 running, 404 not);
+* ``GET /auth/`` (is authentication on?), ``POST /auth/token`` (form ``username``/``password``: a bearer token,
+  then sent with every request as ``Authorization: Bearer ...``).
 
 Every failure becomes :class:`DinoMixClientError` with a message a user can act on.
 
@@ -140,6 +142,7 @@ class DinoMixClient:
         timeout: seconds to wait for ordinary requests.
         infer_timeout: seconds to wait for inference (CPU sliding-window inference can take minutes).
         client_id: sent with active-learning, label and training requests (MONAI Label records it).
+        token: a bearer token for a server with authentication on (or call :meth:`login`).
 
     Example:
         >>> client = DinoMixClient("http://127.0.0.1:8000")
@@ -153,10 +156,12 @@ class DinoMixClient:
         timeout: float = 30.0,
         infer_timeout: float = 900.0,
         client_id: str = "dinomix-slicer",
+        token: Optional[str] = None,
     ):
         if timeout <= 0 or infer_timeout <= 0:
             raise ValueError("timeout and infer_timeout must be positive.")
         self.server_url = server_url
+        self.token = token or None
         self.timeout = float(timeout)
         self.infer_timeout = float(infer_timeout)
         self.client_id = client_id
@@ -198,14 +203,20 @@ class DinoMixClient:
         multipart: Optional[Tuple[Mapping[str, str], Mapping[str, Tuple[str, bytes]]]] = None,
         timeout: Optional[float] = None,
         ok_statuses: Sequence[int] = (200,),
+        form: Optional[Mapping[str, str]] = None,
     ) -> Tuple[int, Any, bytes]:
         """Send one request; return ``(status, headers, body)`` or raise :class:`DinoMixClientError`."""
         url = self._url(path, query)
         headers = {"Accept": "application/json, application/octet-stream, */*"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         data = None
         if multipart is not None:
             ctype, data = encode_multipart(*multipart)
             headers["Content-Type"] = ctype
+        elif form is not None:
+            data = urllib.parse.urlencode(dict(form)).encode("ascii")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
         elif json_body is not None:
             data = json.dumps(json_body).encode("utf-8")
             headers["Content-Type"] = "application/json"
@@ -241,6 +252,15 @@ class DinoMixClient:
         detail = _detail(body)
         if status == 429:
             return DinoMixClientError(f"training already running ({detail or 'server answered 429'}).", status)
+        if status == 401:
+            what = "the login has expired or was refused" if self.token else "the server requires a login"
+            return DinoMixClientError(
+                f"{what} (401) for {method} {path}: {detail or 'not authenticated'}; enter your user name and "
+                "password and connect again.",
+                status,
+            )
+        if status == 403:
+            return DinoMixClientError(f"not allowed (403) for {method} {path}: {detail or 'forbidden'}.", status)
         if status == 404 and not detail:
             detail = "not found"
         kind = "server error" if status >= 500 else "request refused"
@@ -254,6 +274,32 @@ class DinoMixClient:
         except ValueError:
             msg = f"the server at {self._server_url} sent a non-JSON answer: {body[:200]!r}"
             raise DinoMixClientError(msg) from None
+
+    # ------------------------------------------------------------------ authentication
+    def auth_enabled(self) -> bool:
+        """``GET /auth/``: whether the server checks tokens (``MONAI_LABEL_AUTH_ENABLE``)."""
+        status, _, body = self._request("GET", "/auth/", ok_statuses=(200, 404))
+        return status == 200 and bool(self._json(body).get("enabled"))
+
+    def login(self, username: str, password: str) -> str:
+        """``POST /auth/token``: log in; the token is kept and sent with every later request.
+
+        Raises:
+            DinoMixClientError: empty user name, refused login (the server's reason), or no token in the answer.
+        """
+        if not str(username or "").strip():
+            raise DinoMixClientError("enter a user name to log in.")
+        form = {"grant_type": "password", "username": str(username).strip(), "password": str(password or "")}
+        self.token = None
+        status, _, body = self._request("POST", "/auth/token", form=form, ok_statuses=(200, 400, 401, 403))
+        if status != 200:
+            reason = _detail(body) or "wrong user name or password"
+            raise DinoMixClientError(f"login failed for {form['username']!r} ({status}): {reason}", status)
+        token = self._json(body).get("access_token")
+        if not token:
+            raise DinoMixClientError(f"the server at {self._server_url} did not return a login token.")
+        self.token = str(token)
+        return self.token
 
     # ------------------------------------------------------------------ info
     def info(self) -> Dict[str, Any]:
