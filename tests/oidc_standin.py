@@ -56,6 +56,7 @@ class StandInRealm:
         )
         self.public_key_b64 = base64.b64encode(der).decode("ascii")
         self.requests: List[str] = []
+        self.token_lifetime_s = 300.0  # of the tokens the token endpoint issues
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.realm_uri = f"{self.base}/realms/{realm}"
@@ -126,7 +127,8 @@ class StandInRealm:
                 if user is None or user[0] != form.get("password"):
                     self._send(401, {"error": "invalid_grant", "error_description": "Invalid user credentials"})
                     return
-                token = realm.token(form["username"], user[1])
-                self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 300})
+                token = realm.token(form["username"], user[1], lifetime_s=realm.token_lifetime_s)
+                self._send(200, {"access_token": token, "token_type": "Bearer",
+                                 "expires_in": int(realm.token_lifetime_s)})
 
         return Handler

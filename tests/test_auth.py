@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -95,6 +96,25 @@ def test_an_admin_may_stop_training(auth_server):
     c = login(auth_server, "adm")
     c.stop_training()  # nothing runs: answered, not refused
     assert c.training_running() is False
+
+
+def test_an_expired_token_is_renewed_with_the_same_login(auth_server, oidc_realm):
+    oidc_realm.token_lifetime_s = 2
+    try:
+        c = login(auth_server, "ann")
+        first = c.token
+        time.sleep(3)  # the token has expired
+        n = sum(r.endswith("/openid-connect/token") for r in oidc_realm.requests)
+        assert "dinomix" in c.info()["models"]  # 401, a new login, the request again
+        assert sum(r.endswith("/openid-connect/token") for r in oidc_realm.requests) == n + 1
+        assert c.token != first
+    finally:
+        oidc_realm.token_lifetime_s = 300.0
+    c.logout()
+    assert c.token is None
+    with pytest.raises(DinoMixClientError) as e:
+        c.info()
+    assert e.value.status == 401
 
 
 def test_expired_foreign_and_symmetric_tokens_are_refused(auth_server, oidc_realm):

@@ -176,7 +176,7 @@ def test_connect_button_calls_logic_and_fills_the_panel(env, make_widget):
     w.ui.passwordLineEdit.text = "s3cret"
     w.ui.connectButton.click()
     assert logic.calls == [("connect", ("http://10.0.0.5:8123", "ann", "s3cret"))]
-    assert w.ui.passwordLineEdit.text == ""  # used once, not kept in the panel
+    assert w.ui.passwordLineEdit.text == ""  # cleared from the panel after use
     assert qt.QSettings().value("DinoMix/userName") == "ann"
     assert "s3cret" not in [str(v) for v in qt.QSettings._store.values()]  # the password is never stored
     assert w.ui.organListWidget.count == 13

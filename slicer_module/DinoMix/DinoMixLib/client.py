@@ -162,6 +162,7 @@ class DinoMixClient:
             raise ValueError("timeout and infer_timeout must be positive.")
         self.server_url = server_url
         self.token = token or None
+        self._credentials: Optional[Tuple[str, str]] = None  # kept in memory after login(), to renew the token
         self.timeout = float(timeout)
         self.infer_timeout = float(infer_timeout)
         self.client_id = client_id
@@ -204,8 +205,13 @@ class DinoMixClient:
         timeout: Optional[float] = None,
         ok_statuses: Sequence[int] = (200,),
         form: Optional[Mapping[str, str]] = None,
+        _renewed: bool = False,
     ) -> Tuple[int, Any, bytes]:
-        """Send one request; return ``(status, headers, body)`` or raise :class:`DinoMixClientError`."""
+        """Send one request; return ``(status, headers, body)`` or raise :class:`DinoMixClientError`.
+
+        After :meth:`login`, a 401 (the token expired: Keycloak's last 5 minutes by default) logs in again once
+        with the same credentials and repeats the request.
+        """
         url = self._url(path, query)
         headers = {"Accept": "application/json, application/octet-stream, */*"}
         if self.token:
@@ -229,6 +235,9 @@ class DinoMixClient:
             body = e.read() if e.fp is not None else b""
             if e.code in ok_statuses:
                 return e.code, e.headers, body
+            if e.code == 401 and self._credentials and not _renewed and path != "/auth/token":
+                self.login(*self._credentials)
+                return self._request(method, path, query, json_body, multipart, timeout, ok_statuses, form, True)
             raise self._http_error(method, path, e.code, body) from None
         except urllib.error.URLError as e:
             raise self._connection_error(e.reason) from None
@@ -284,13 +293,16 @@ class DinoMixClient:
     def login(self, username: str, password: str) -> str:
         """``POST /auth/token``: log in; the token is kept and sent with every later request.
 
+        The user name and password stay in this object's memory (never on disk) so that an expired token is
+        renewed without asking again; :meth:`logout` forgets them.
+
         Raises:
             DinoMixClientError: empty user name, refused login (the server's reason), or no token in the answer.
         """
         if not str(username or "").strip():
             raise DinoMixClientError("enter a user name to log in.")
         form = {"grant_type": "password", "username": str(username).strip(), "password": str(password or "")}
-        self.token = None
+        self.logout()
         status, _, body = self._request("POST", "/auth/token", form=form, ok_statuses=(200, 400, 401, 403))
         if status != 200:
             reason = _detail(body) or "wrong user name or password"
@@ -299,7 +311,13 @@ class DinoMixClient:
         if not token:
             raise DinoMixClientError(f"the server at {self._server_url} did not return a login token.")
         self.token = str(token)
+        self._credentials = (form["username"], form["password"])
         return self.token
+
+    def logout(self) -> None:
+        """Forget the token and the credentials."""
+        self.token = None
+        self._credentials = None
 
     # ------------------------------------------------------------------ info
     def info(self) -> Dict[str, Any]:
