@@ -262,3 +262,74 @@ def test_label_info_for_all_organs_shifts_segment_names(dcmqi, ct_series, infer_
     numbers = sitk.GetArrayFromImage(read_segments(seg)).transpose(2, 1, 0)
     gallbladder_segment = names.index("gallbladder") + 1
     np.testing.assert_array_equal(numbers == gallbladder_segment, label_array == ORGANS.index("esophagus") + 1)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the app's guard (apps/dinomix/lib/dicom_seg.py): every organ named right whatever list a client sends
+# ------------------------------------------------------------------------------------------------------------------
+sys.path.insert(0, str(REPO / "apps" / "dinomix"))
+from fastapi import HTTPException  # noqa: E402
+from lib import dicom_seg as app_dicom_seg  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "label_info, expected",
+    [
+        ([], [{"name": "spleen"}, {"name": "esophagus"}]),
+        ([{"name": f"o{i}"} for i in range(1, 14)], [{"name": "o1"}, {"name": "o5"}]),
+        ([{"name": "a", "color": [1, 2, 3]}, {}], [{"name": "a", "color": [1, 2, 3]}, {"name": "esophagus"}]),
+        ([{}] * 13, [{"name": "spleen"}, {"name": "esophagus"}]),
+    ],
+)
+def test_segment_label_info_pairs_entries_with_organ_ids(label_info, expected):
+    given = [dict(e) for e in label_info]
+    assert app_dicom_seg.segment_label_info(label_info, [1, 5], ORGANS) == expected
+    assert label_info == given  # the request's list is not changed
+
+
+@pytest.mark.parametrize("label_info, ids", [([{}] * 3, [1, 5]), ([{}] * 12, [1, 5]), ([{}], [14])])
+def test_segment_label_info_refuses_what_it_cannot_pair(label_info, ids):
+    with pytest.raises(ValueError, match="label_info has|not organ ids"):
+        app_dicom_seg.segment_label_info(label_info, ids, ORGANS)
+
+
+@pytest.mark.parametrize("kind", ["all organs", "present organs", "empty"])
+def test_app_converter_names_every_segment_right(dcmqi, ct_series, infer_label_file, label_array, kind):
+    """The list of all 13 organs, which MONAI Label alone mislabels (test above), now names every segment right."""
+    ids = present_ids(label_array)
+    label_info = {
+        "all organs": [{"name": name} for name in ORGANS],
+        "present organs": [{"name": ORGANS[i - 1]} for i in ids],
+        "empty": [],
+    }[kind]
+    out = app_dicom_seg.make_converter(ORGANS)(str(ct_series["dir"]), str(infer_label_file), label_info)
+    seg = pydicom.dcmread(out)
+    segments = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    assert segments == {k + 1: ORGANS[i - 1] for k, i in enumerate(ids)}
+    numbers = sitk.GetArrayFromImage(read_segments(seg)).transpose(2, 1, 0)
+    organ_of_segment = np.zeros(max(segments) + 1, dtype=np.uint8)
+    for number, name in segments.items():
+        organ_of_segment[number] = ORGANS.index(name) + 1
+    np.testing.assert_array_equal(organ_of_segment[numbers], label_array)
+
+
+def test_app_converter_errors_say_what_is_wrong(dcmqi, ct_series, infer_label_file, tmp_path, monkeypatch):
+    convert_ = app_dicom_seg.make_converter(ORGANS)
+    with pytest.raises(HTTPException) as e:
+        convert_(str(ct_series["dir"]), str(infer_label_file), [{"name": "spleen"}] * 5)
+    assert e.value.status_code == 400 and "send one per organ (13" in e.value.detail
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), str(empty))
+    with pytest.raises(HTTPException) as e:
+        convert_(str(ct_series["dir"]), str(empty), [])
+    assert e.value.status_code == 422 and "no organ voxel" in e.value.detail
+    monkeypatch.setenv("PATH", str(tmp_path))  # no itkimage2segimage
+    with pytest.raises(HTTPException) as e:
+        convert_(str(ct_series["dir"]), str(infer_label_file), [])
+    assert e.value.status_code == 500 and "itkimage2segimage" in e.value.detail
+
+
+def test_the_app_installs_the_guard_in_monai_labels_infer_endpoint(app_client):
+    from monailabel.endpoints import infer as infer_endpoint
+
+    assert getattr(infer_endpoint.nifti_to_dicom_seg, "dinomix", False)

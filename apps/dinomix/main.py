@@ -23,6 +23,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from lib.configs import DinoMix
 from lib import auth as server_auth
+from lib import dicom_seg
 from lib import tasks as background_tasks
 from lib.datastore import DinoMixDatastore
 from monailabel.config import settings
@@ -38,6 +39,7 @@ from monailabel.utils.others.generic import strtobool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import dinomix_core
+import dinomix_core.config
 from dinomix_core.data import InvalidVolumeError
 from dinomix_core.service import parse_train_options
 from dinomix_core.trainer import TrainingError
@@ -48,6 +50,8 @@ logger = logging.getLogger(__name__)
 background_tasks.install()
 # MONAI Label's token check calls PyJWT 2 without `algorithms`, so every token got 401: lib/auth.py.
 server_auth.install()
+# DICOM-SEG segment names paired with present ids, not organ ids; conversion failures unreported: lib/dicom_seg.py.
+dicom_seg.install(dinomix_core.config.ORGANS)
 
 
 def _inside(path: str, root: str) -> bool:
