@@ -31,7 +31,11 @@ METHODS: Dict[str, Dict[str, Any]] = {
     "supervised": dict(use_pic=False, use_consistency=False, use_fkd=False),
     "mean_teacher": dict(use_pic=False, use_consistency=True, use_fkd=False),
     "dinomix": dict(use_pic=True, use_consistency=True, use_fkd=True),
+    # ablation (only with --methods): PIC mixing, pseudo-labelled voxels weighted 0 (no consistency term)
+    "pic_only": dict(use_pic=True, use_consistency=False, use_fkd=True),
 }
+#: methods run when none are named
+DEFAULT_METHODS = ("supervised", "mean_teacher", "dinomix")
 
 #: Benchmark scale (default and --quick)
 SCALES = {
@@ -97,7 +101,7 @@ def run_phantoms_benchmark(
     from .trainer import run_training
 
     scale = dict(SCALES["quick" if quick else "default"])
-    methods = list(methods or METHODS)
+    methods = list(methods or DEFAULT_METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--teacher", default="none")
     b.add_argument("--max-iterations", type=int, default=None)
     b.add_argument("--device", default=None)
-    b.add_argument("--methods", nargs="+", default=None, help="phantoms: subset of methods to run")
+    b.add_argument("--methods", nargs="+", default=None, help="phantoms: methods to run (supervised, mean_teacher, dinomix; ablation: pic_only)")
     b.add_argument("--quick", action="store_true", help="phantoms: tiny smoke-size run")
     b.add_argument("--labeled-fraction", type=float, default=None, help="synapse/amos: labeled subset (default 0.2 / 0.05)")
     b.add_argument("--split", default=None, help="synapse: 'protocol' (default, A&D's) or 'dhc'")

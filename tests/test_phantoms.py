@@ -139,3 +139,25 @@ def test_write_phantom_nifti(tmp_path, phantoms):
     only_img, none = write_phantom_nifti(tmp_path / "c.nii.gz", None, 2)
     assert none is None and only_img.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c.nii.gz"]
+
+
+def test_phantom_benchmark_quick_run_writes_every_result(tmp_path):
+    """``dinomix benchmark phantoms --quick`` end to end on tiny SYNTHETIC data: real training and evaluation."""
+    import json
+
+    from dinomix_core.benchmark_phantoms import run_phantoms_benchmark
+
+    with pytest.raises(ValueError, match="unknown method"):
+        run_phantoms_benchmark(str(tmp_path / "bad"), seeds=[0], methods=["nope"], quick=True)
+    res = run_phantoms_benchmark(str(tmp_path), seeds=[0, 1], methods=["supervised", "pic_only"], quick=True,
+                                 device="cpu")
+    saved = json.loads((tmp_path / "phantoms.json").read_text())
+    assert saved["methods"].keys() == res["methods"].keys() == {"supervised", "pic_only"}
+    for m in saved["methods"].values():
+        assert {"mean_dice", "small_organ_dice", "per_organ"} <= m.keys()
+        assert 0.0 <= m["mean_dice"] <= 1.0 and 0.0 <= m["small_organ_dice"] <= 1.0
+        assert len(m["per_organ"]) == 13 and [r["seed"] for r in m["runs"]] == [0, 1]
+    assert saved["iterations"] == 6 and saved["seeds"] == [0, 1]
+    md = (tmp_path / "phantoms.md").read_text()
+    assert "SYNTHETIC" in md and "| pic_only |" in md
+    assert (tmp_path / "phantoms_per_organ.png").stat().st_size > 1000
