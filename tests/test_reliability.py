@@ -33,6 +33,7 @@ import torch
 from conftest import FAST_TRAIN, start_server, stop_server
 
 MAX_VOXELS = 2_000_000  # the real sample CT (180 x 148 x 69 = 1.84 M voxels) fits, 2.3 M does not
+MAX_UPLOAD_MB = 8  # the sample files are about 1 MB
 SERVER_ENV = {"MONAI_LABEL_TRACKING_ENABLED": "false"}
 #: supervised-only iterations are the cheapest on 2 CPU cores
 CHEAP = {"val_fraction": 0.0, "use_pic": False, "use_consistency": False, "use_fkd": False}
@@ -173,7 +174,8 @@ def faults(tmp_path_factory, sample_studies_src):
     shutil.copytree(sample_studies_src, studies)
     h = Holder()
     h.root = root
-    h.srv = start_server(studies, root / "model", root / "server.log", conf={"max_voxels": MAX_VOXELS}, env=SERVER_ENV)
+    h.srv = start_server(studies, root / "model", root / "server.log",
+                         conf={"max_voxels": MAX_VOXELS, "max_upload_mb": MAX_UPLOAD_MB}, env=SERVER_ENV)
     yield h
     stop_server(h.srv)
 
@@ -399,6 +401,24 @@ def test_huge_volumes_are_refused_without_allocating(srv, model):
     grew = (_server_rss(srv) - rss0) / 2**20
     assert grew < 300, f"server memory grew by {grew:.0f} MiB on refused volumes"
     assert srv.proc.poll() is None
+
+
+def test_uploads_over_the_size_limit_are_refused_before_they_are_stored(srv, model):
+    """``max_upload_mb`` (lib/limits.py): by Content-Length before reading, or while a chunked body streams in."""
+    before = snapshot(srv.studies)
+    big = os.urandom(MAX_UPLOAD_MB * 2**20 + 1024)
+    for r in (add_image(srv, "too_many_bytes", big), put_label(srv, UNLABELED, big), infer(srv, data=big)):
+        assert_refused(srv, r, 413, "exceeds the upload limit", "max_upload_mb", before=before)
+
+    def chunks():  # no Content-Length: Transfer-Encoding chunked, a file part streamed 1 MB at a time, past the limit
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.nii.gz"\r\n\r\n'
+        for _ in range(MAX_UPLOAD_MB + 2):
+            yield b"\0" * 2**20
+
+    r = requests.put(srv.url + "/datastore/image", params={"image": "chunked"}, data=chunks(), timeout=300,
+                     headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    assert_refused(srv, r, 413, "exceeds the upload limit", before=before)
 
 
 def test_good_input_is_accepted(srv, model):

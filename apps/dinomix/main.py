@@ -26,6 +26,7 @@ from lib import auth as server_auth
 from lib import dicom_seg
 from lib import tasks as background_tasks
 from lib.datastore import DinoMixDatastore
+from lib.limits import UploadLimit
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -37,6 +38,7 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
 import dinomix_core
 import dinomix_core.config
@@ -104,6 +106,20 @@ def _install_error_handlers() -> None:
     logger.info("DINO-Mix: 4xx error handlers installed")
 
 
+def _install_upload_limit(max_upload_mb: int) -> None:
+    """Refuse request bodies over ``max_upload_mb`` with 413 (lib/limits.py); 0 leaves MONAI Label's no-limit."""
+    api = getattr(sys.modules.get("monailabel.app"), "app", None)
+    if api is None or max_upload_mb <= 0:
+        logger.warning("DINO-Mix: no upload size limit (max_upload_mb=%s)", max_upload_mb)
+        return
+    if any(m.cls is UploadLimit for m in api.user_middleware):
+        return
+    # innermost user middleware: inside CORS, so a 413 carries the CORS headers a browser client needs
+    api.user_middleware.append(Middleware(UploadLimit, max_bytes=max_upload_mb * 2**20))
+    api.middleware_stack = None  # rebuilt on the next request (see _install_error_handlers)
+    logger.info("DINO-Mix: uploads limited to %d MB", max_upload_mb)
+
+
 class DinoMixApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
         self.task = DinoMix()
@@ -148,6 +164,7 @@ class DinoMixApp(MONAILabelApp):
             _install_error_handlers()
         except Exception as e:  # never keep the server from starting over error formatting
             logger.warning("could not install the DINO-Mix error handlers: %s", e)
+        _install_upload_limit(self.task.max_upload_mb)
 
     def _allowed_image_path(self, image: str) -> bool:
         """A file path given as ``image`` must be in the studies folder, an upload or a MONAI Label session."""

@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Union
 
 from lib.activelearning import MinorityUncertainty
 from lib.infers import DinoMixInfer
+from lib.limits import DEFAULT_MAX_UPLOAD_MB, parse_max_upload_mb
 from lib.trainers import DinoMixTrain
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -30,6 +31,7 @@ class DinoMix(TaskConfig):
     - ``model_dir``: where published models live (default ``APP/model``).
     - ``max_voxels``: refuse larger images at inference (default 524288000).
     - ``allow_empty_labels``: accept all-background corrections (default false).
+    - ``max_upload_mb``: refuse request bodies larger than this with 413 (default 4096; 0: no limit).
     """
 
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
@@ -43,6 +45,7 @@ class DinoMix(TaskConfig):
         )
         self.max_voxels = int(conf.get("max_voxels", 512 * 512 * 2000))
         self.allow_empty_labels = strtobool(conf.get("allow_empty_labels", "false"))
+        self.max_upload_mb = parse_max_upload_mb(conf.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB))
         logger.info("DINO-Mix: model dir %s; training defaults %s", self.model_dir, self.train_defaults)
 
     def infer(self) -> Union[InferTask, Dict[str, InferTask]]:
