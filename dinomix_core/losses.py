@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss
 
-__all__ = ["DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "fkd_loss"]
+__all__ = ["DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "region_dice_ce", "fkd_loss"]
 
 #: MONAI ``DiceCELoss`` settings used everywhere in DINO-Mix (see the module docstring).
 DICE_CE_KWARGS: Dict[str, Any] = dict(
@@ -113,6 +113,30 @@ def masked_dice_ce(
         reduction="mean",
     )(probs * w1, onehot * w1)
     return lambda_dice * dice + lambda_ce * ce
+
+
+def region_dice_ce(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, region: torch.Tensor
+) -> torch.Tensor:
+    """:func:`masked_dice_ce` over one region of a batch: the voxels where ``region`` is true, at ``weight``.
+
+    A CutMix patch holds ground truth in some voxels and pseudo-labels in others. Scaling the pseudo-label voxel
+    weights by the consistency ramp ``λ(t)`` inside one :func:`masked_dice_ce` does (almost) nothing: CE is
+    normalised by the weight sum and Dice is a ratio, so a common factor cancels. The ramp must multiply a
+    *loss*, so DINO-Mix scores the ground-truth region and the pseudo-label region apart and adds
+    ``gt + λ(t) * pseudo``.
+
+    Args:
+        logits: ``[B, C, X, Y, Z]``.
+        target: ``[B, X, Y, Z]`` integer labels.
+        weight: ``[B, X, Y, Z]`` per-voxel weight (1 on ground truth, the confidence mask on pseudo-labels).
+        region: ``[B, X, Y, Z]`` bool, the voxels to score.
+
+    Returns:
+        Scalar loss; a region without weight gives a zero that keeps the graph.
+    """
+    w = weight * region.to(weight.dtype)
+    return masked_dice_ce(logits, target, w) if float(w.sum()) > 0 else logits.float().sum() * 0.0
 
 
 def fkd_loss(

@@ -41,9 +41,9 @@ from . import __version__
 from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
-from .losses import fkd_loss, masked_dice_ce
+from .losses import fkd_loss, region_dice_ce
 from .networks import build_student
-from .pic import PICMixer
+from .pic import PICMixer, box_mask
 from .teacher import TeacherFeatureCache, build_teacher, mix_features
 
 __all__ = ["DinoMixTrainer", "run_training", "TrainingError", "atomic_save"]
@@ -327,7 +327,9 @@ class DinoMixTrainer:
         ramp = sigmoid_rampup(iteration, cfg.rampup_fraction * cfg.max_iterations)
         pseudo_w = cfg.consistency_weight * ramp
         images, targets = lab.image, lab.label
-        weights = torch.ones_like(lab.label, dtype=torch.float32)
+        weights = torch.ones_like(lab.label, dtype=torch.float32)  # 1 on ground truth, confidence on pseudo-labels
+        is_gt = torch.ones_like(lab.label, dtype=torch.bool)
+        unsup_w = 0.0  # λ(t): multiplies the pseudo-label loss
         feats = lab.feats
         logs: Dict[str, float] = {"lr": self._lr(iteration), "ramp": ramp}
         if self.semi_supervised and cfg.batch_size_unlabeled > 0:
@@ -337,17 +339,21 @@ class DinoMixTrainer:
             y_u, conf, _ = pseudo_labels(ema_logits.float(), cfg.confidence_threshold)
             unsup_w = pseudo_w if cfg.use_consistency else 0.0
             logs["confident"] = float(conf.float().mean())
-            x_l, t_l, w_l, f_l = lab.image, lab.label, weights, lab.feats
-            x_u, t_u, w_u, f_u = unl.image, y_u, conf.float() * unsup_w, unl.feats
+            nu = unl.image.shape[0]
+            x_l, t_l, w_l, f_l, g_l = lab.image, lab.label, weights, lab.feats, is_gt
+            x_u, t_u, w_u, f_u = unl.image, y_u, conf.float(), unl.feats
+            g_u = torch.zeros_like(y_u, dtype=torch.bool)
             if cfg.use_pic:
                 # counts GT + confident pseudo-labels, samples tail-first boxes, mixes both ways (pic.PICMixer)
                 mixed, boxes_l, boxes_u = self.mixer(
-                    lab.image, lab.label, unl.image, y_u, conf.float(), progress, w_l=weights, pseudo_weight=unsup_w
+                    lab.image, lab.label, unl.image, y_u, conf.float(), progress, w_l=weights
                 )
                 x_l, t_l, w_l = mixed.image_l, mixed.target_l, mixed.weight_l
                 x_u, t_u, w_u = mixed.image_u, mixed.target_u, mixed.weight_u
+                shape = tuple(lab.label.shape[1:])
+                g_l = torch.stack([~box_mask(shape, boxes_u[i].start, boxes_u[i].size, self.device) for i in range(bl)])
+                g_u = torch.stack([box_mask(shape, boxes_l[i].start, boxes_l[i].size, self.device) for i in range(nu)])
                 if lab.feats is not None:  # cached teacher features, mixed with the same boxes
-                    nu = unl.image.shape[0]
                     f_l = torch.stack([
                         mix_features(lab.feats[i % bl], unl.feats[i % nu], boxes_u[i].start, boxes_u[i].size, self.stride)
                         for i in range(bl)
@@ -363,6 +369,7 @@ class DinoMixTrainer:
             images = torch.cat([x_l, x_u])
             targets = torch.cat([t_l, t_u])
             weights = torch.cat([w_l, w_u])
+            is_gt = torch.cat([g_l, g_u])
             feats = torch.cat([f_l, f_u]) if f_l is not None else None
         else:
             self.tracker.update(lab.label)
@@ -375,14 +382,19 @@ class DinoMixTrainer:
             out = self.net(images, return_features=use_fkd)
         logits, proj = (out if use_fkd else (out, None))
         logits = logits.float()
-        loss_l = masked_dice_ce(logits[:bl], targets[:bl], weights[:bl])
+        # ground truth at weight 1 (labeled patches: "sup"; GT boxes pasted into unlabeled ones: "gt_box") and
+        # pseudo-labels at λ(t) ("unsup"), each scored on its own region: see losses.region_dice_ce
+        loss_l = region_dice_ce(logits[:bl], targets[:bl], weights[:bl], is_gt[:bl])
         loss = loss_l
         logs["sup"] = float(loss_l.detach())
         if images.shape[0] > bl:
-            wu = weights[bl:]
-            loss_u = masked_dice_ce(logits[bl:], targets[bl:], wu) if float(wu.sum()) > 0 else logits.sum() * 0.0
-            loss = loss + loss_u
-            logs["unsup"] = float(loss_u.detach())
+            pseudo = region_dice_ce(logits, targets, weights, ~is_gt)
+            loss = loss + unsup_w * pseudo
+            logs["unsup"] = float(pseudo.detach())
+            if cfg.use_pic:
+                gt_box = region_dice_ce(logits[bl:], targets[bl:], weights[bl:], is_gt[bl:])
+                loss = loss + gt_box
+                logs["gt_box"] = float(gt_box.detach())
         if use_fkd:
             loss_f = fkd_loss(proj.float(), feats.float())
             loss = loss + cfg.fkd_weight * loss_f

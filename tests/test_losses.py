@@ -6,7 +6,7 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
-from dinomix_core.losses import DICE_CE_KWARGS, fkd_loss, masked_dice_ce, supervised_loss
+from dinomix_core.losses import DICE_CE_KWARGS, fkd_loss, masked_dice_ce, region_dice_ce, supervised_loss
 
 
 def _data(seed=0, b=2, c=5, shape=(6, 5, 4)):
@@ -102,6 +102,37 @@ def test_masked_dice_ce_validation_and_dtype():
 
 
 # ---------------------------------------------------------------- FKD
+def test_a_common_weight_factor_cancels_in_masked_dice_ce():
+    """Why the consistency ramp multiplies a loss, not voxel weights: scaling all weights by 0.01 changes little."""
+    torch.manual_seed(0)
+    logits, target = torch.randn(1, 4, 6, 6, 3), torch.randint(0, 4, (1, 6, 6, 3))
+    conf = (torch.rand(1, 6, 6, 3) > 0.3).float()
+    full, scaled = float(masked_dice_ce(logits, target, conf)), float(masked_dice_ce(logits, target, 0.01 * conf))
+    assert abs(scaled - full) / full < 0.2  # not 0.01 * full
+
+
+def test_region_dice_ce_scores_only_its_region():
+    torch.manual_seed(1)
+    logits, target = torch.randn(2, 3, 4, 4, 2), torch.randint(0, 3, (2, 4, 4, 2))
+    weight = torch.rand(2, 4, 4, 2)
+    region = torch.zeros(2, 4, 4, 2, dtype=torch.bool)
+    region[0, :2] = True
+    got = region_dice_ce(logits, target, weight, region)
+    assert torch.allclose(got, masked_dice_ce(logits, target, weight * region.float()))
+    # voxels outside the region do not matter
+    other = logits.clone()
+    other[:, :, 2:] = 5.0
+    other[1] = -3.0
+    assert torch.allclose(region_dice_ce(other, target, weight, region), got)
+    # an empty region is a zero that keeps the graph; the loss is linear in an outer factor
+    logits.requires_grad_(True)
+    zero = region_dice_ce(logits, target, weight, torch.zeros_like(region))
+    assert float(zero) == 0.0 and zero.requires_grad
+    total = region_dice_ce(logits, target, weight, region) + 0.25 * region_dice_ce(logits, target, weight, ~region)
+    total.backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+
+
 def test_fkd_identical_orthogonal_opposite():
     t = torch.randn(2, 8, 3, 3, 2)
     assert float(fkd_loss(t.clone(), t)) == pytest.approx(0.0, abs=1e-6)

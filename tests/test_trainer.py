@@ -8,6 +8,7 @@ minute on 2 busy cores.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +18,7 @@ import torch
 
 from dinomix_core import cli
 from dinomix_core.config import DinoMixConfig, get_preset
+from dinomix_core.consistency import sigmoid_rampup
 from dinomix_core.phantoms import write_phantom_nifti
 from dinomix_core.teacher import build_teacher
 from dinomix_core.trainer import DinoMixTrainer, TrainingError, run_training
@@ -341,3 +343,21 @@ def test_validation_reports_per_organ_dice(phantoms, tmp_path):
     assert isinstance(s["best_metric"], float) and 0.0 <= s["best_metric"] <= 1.0
     assert set(s["per_organ_dice"]) == set(get_preset("cpu").label_names)
     assert all(v is None or 0.0 <= v <= 1.0 for v in s["per_organ_dice"].values())
+
+
+@pytest.mark.parametrize("use_pic", [False, True])
+def test_the_consistency_ramp_scales_the_pseudo_label_loss(phantoms, tmp_path, use_pic):
+    """total = sup (+ gt_box with PIC) + λ(t) * unsup, with λ(t) = consistency_weight * sigmoid ramp (no FKD)."""
+    config = tiny_config(max_iterations=6, teacher="none", use_fkd=False, use_pic=use_pic, use_consistency=True,
+                         consistency_weight=0.5, rampup_fraction=0.5)
+    records = []
+    DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "run"),
+                   progress=records.append, device="cpu").fit()
+    for r in records:
+        losses = r["losses"]
+        lam = 0.5 * sigmoid_rampup(r["iteration"] - 1, 0.5 * 6)
+        assert losses["ramp"] == pytest.approx(lam / 0.5)
+        expected = losses["sup"] + losses.get("gt_box", 0.0) + lam * losses["unsup"]
+        assert losses["total"] == pytest.approx(expected, rel=1e-5)
+        assert ("gt_box" in losses) == use_pic
+    assert records[0]["losses"]["ramp"] == pytest.approx(math.exp(-5.0))  # the pseudo-labels start almost ignored
