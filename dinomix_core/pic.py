@@ -519,8 +519,7 @@ class PICMixer:
     2. computes the curriculum distribution for ``progress``;
     3. samples per sample one box on the ground truth and one on the confident pseudo-label
        (unconfident voxels count as background for sampling);
-    4. mixes both directions with :func:`mix_batch`, the pseudo-label weights scaled by ``pseudo_weight``
-       (the consistency ramp-up).
+    4. mixes both directions with :func:`mix_batch`.
 
     Labeled and unlabeled batches of different sizes are paired cyclically (sample ``i`` with labeled
     ``i % B_l`` and unlabeled ``i % B_u``); the mixed labeled batch keeps ``B_l`` samples, the unlabeled ``B_u``.
@@ -578,17 +577,14 @@ class PICMixer:
         progress: float,
         w_l: Optional[torch.Tensor] = None,
         update_frequencies: bool = True,
-        pseudo_weight: float = 1.0,
     ) -> Tuple[MixedPair, List[Box], List[Box]]:
         """Mix batches ``x [B, C, X, Y, Z]``, ``y/w [B, X, Y, Z]``; returns ``(mixed, boxes_l, boxes_u)``.
 
         ``w_u`` is the confidence (mask or weight) of the pseudo-labels: it decides which pseudo-label voxels
-        are counted and sampled. In the mixed weights the pseudo-label voxels get ``w_u * pseudo_weight`` and
-        the ground-truth voxels ``w_l`` (ones if ``None``). ``boxes_l[i]``/``boxes_u[i]`` belong to the ``i``-th
+        are counted and sampled. In the mixed weights the pseudo-label voxels keep ``w_u`` and the ground-truth
+        voxels ``w_l`` (ones if ``None``). ``boxes_l[i]``/``boxes_u[i]`` belong to the ``i``-th
         pairing (see the class docstring); there are ``max(B_l, B_u)`` of each.
         """
-        if pseudo_weight < 0:
-            raise ValueError(f"pseudo_weight must be >= 0, got {pseudo_weight}.")
         if update_frequencies:
             if w_l is None:
                 keep_l = torch.ones(y_l.numel(), dtype=torch.bool, device=y_l.device)
@@ -609,9 +605,8 @@ class PICMixer:
         for li, ui in zip(il, iu):  # per pairing: the labeled box, then the unlabeled box
             boxes_l.append(sample_box(y_l[li], probs, self.box_size, self.generator, self.align))
             boxes_u.append(sample_box(y_u_conf[ui], probs, self.box_size, self.generator, self.align))
-        w_mix = w_u if float(pseudo_weight) == 1.0 else w_u.to(torch.float32) * float(pseudo_weight)
         mixed = mix_batch(
-            x_l[il], y_l[il], None if w_l is None else w_l[il], x_u[iu], y_u[iu], w_mix[iu], boxes_l, boxes_u
+            x_l[il], y_l[il], None if w_l is None else w_l[il], x_u[iu], y_u[iu], w_u[iu], boxes_l, boxes_u
         )
         mixed = MixedPair(mixed.image_u[:bu], mixed.target_u[:bu], mixed.weight_u[:bu],
                           mixed.image_l[:bl], mixed.target_l[:bl], mixed.weight_l[:bl])

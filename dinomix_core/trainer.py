@@ -43,7 +43,7 @@ from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
 from .losses import fkd_loss, region_dice_ce
 from .networks import build_student
-from .pic import PICMixer, box_mask
+from .pic import PICMixer, box_mask, box_size_from_fraction
 from .teacher import TeacherFeatureCache, build_teacher, mix_features
 
 __all__ = ["DinoMixTrainer", "run_training", "TrainingError", "atomic_save"]
@@ -174,7 +174,7 @@ class DinoMixTrainer:
         self.history: List[Dict[str, Any]] = []
         self.mixer = PICMixer(
             config.out_channels,
-            box_size=tuple(max(1, int(round(p * f))) for p, f in zip(config.patch_size, config.pic_box_fraction)),
+            box_size=box_size_from_fraction(config.patch_size, config.pic_box_fraction, (self.stride, self.stride, 1)),
             align=(self.stride, self.stride, 1),
             start_power=config.pic_start_power,
             schedule=config.pic_schedule,

@@ -259,16 +259,16 @@ def test_mix_batch_and_mixer():
     assert m1[1] == m2[1] and m1[2] == m2[2]
 
 
-def test_mixer_pseudo_weight_and_unequal_batches():
-    """Pseudo-label voxels get ``w_u * pseudo_weight``, GT voxels keep 1; B_l=2, B_u=1 pair cyclically."""
+def test_mixer_weights_and_unequal_batches():
+    """Pseudo-label voxels keep their weight ``w_u``, GT voxels 1; B_l=2, B_u=1 pair cyclically."""
     shape = (4, 2, 1)
     x_l = torch.stack([torch.full((1, *shape), 1.0), torch.full((1, *shape), 5.0)])
     x_u = torch.full((1, 1, *shape), 2.0)
     y_l = torch.tensor([1, 1, 1, 1, 2, 2, 2, 2]).reshape(1, *shape).repeat(2, 1, 1, 1)
     y_u = torch.tensor([3, 3, 0, 0, 0, 0, 0, 0]).reshape(1, *shape)
-    w_u = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).reshape(1, *shape)
+    w_u = torch.tensor([0.25, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).reshape(1, *shape)
     mixer = PICMixer(4, box_size=(1, 1, 1), seed=0)
-    mixed, boxes_l, boxes_u = mixer(x_l, y_l, x_u, y_u, w_u, progress=0.0, pseudo_weight=0.25)
+    mixed, boxes_l, boxes_u = mixer(x_l, y_l, x_u, y_u, w_u, progress=0.0)
     assert mixed.image_l.shape[0] == 2 and mixed.image_u.shape[0] == 1 and len(boxes_l) == len(boxes_u) == 2
     # the unlabeled boxes sit on confident class-3 voxels (flat index 0 or 1): pasted with weight 0.25
     for i in range(2):
@@ -284,5 +284,3 @@ def test_mixer_pseudo_weight_and_unequal_batches():
     assert mixed.weight_u[0].reshape(-1).tolist() == expected
     img_u = mixed.image_u[0].reshape(-1).tolist()
     assert img_u == [1.0 if w == 1.0 else 2.0 for w in expected]  # pasted from labeled sample 0 (1.0), not 1 (5.0)
-    with pytest.raises(ValueError):
-        mixer(x_l, y_l, x_u, y_u, w_u, progress=0.0, pseudo_weight=-1.0)
