@@ -189,3 +189,41 @@ def auth_server(tmp_path_factory, sample_studies_src, oidc_realm):
     srv = start_server(studies, root / "model", root / "server.log", env=env, ready_path="/auth/")
     yield srv
     stop_server(srv)
+
+
+#: grid of the tiny SYNTHETIC phantoms shared by the trainer and CUDA tests
+TINY_SHAPE, TINY_SPACING = (48, 48, 24), (4.0, 4.0, 6.0)
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    """Three tiny SYNTHETIC phantoms: two labeled (seeds 0, 1) and one unlabeled (seed 2)."""
+    from dinomix_core.phantoms import write_phantom_nifti
+
+    d = tmp_path_factory.mktemp("phantoms")
+    labeled = []
+    for s in (0, 1):
+        img, lab = write_phantom_nifti(d / f"case{s}.nii.gz", d / "labels" / f"case{s}.nii.gz", s, TINY_SHAPE,
+                                       TINY_SPACING)
+        labeled.append((str(img), str(lab)))
+    img, _ = write_phantom_nifti(d / "case2.nii.gz", None, 2, TINY_SHAPE, TINY_SPACING)
+    return {"labeled": labeled, "unlabeled": [str(img)], "dir": d}
+
+
+#: hidden size of the tiny random DINOv3 of the `tiny_teacher` fixture
+TINY_TEACHER_HIDDEN = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> str:
+    """A tiny random DINOv3ViTModel (hidden 32, 2 layers, patch 4, 4 registers) saved as a local folder."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    torch.manual_seed(0)
+    cfg = DINOv3ViTConfig(
+        hidden_size=TINY_TEACHER_HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        patch_size=4, num_register_tokens=4, image_size=32,
+    )
+    path = tmp_path_factory.mktemp("tiny_dinov3")
+    DINOv3ViTModel(cfg).save_pretrained(str(path))
+    return str(path)

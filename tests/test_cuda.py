@@ -12,42 +12,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SHAPE, TINY_SPACING
 
 from dinomix_core import cli
 from dinomix_core.config import get_preset
-from dinomix_core.phantoms import write_phantom_nifti
 from dinomix_core.teacher import build_teacher
 from dinomix_core.trainer import DinoMixTrainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none)")
 
-transformers = pytest.importorskip("transformers")
-from transformers import DINOv3ViTConfig, DINOv3ViTModel  # noqa: E402
 
-SHAPE, SPACING = (48, 48, 24), (4.0, 4.0, 6.0)
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    d = tmp_path_factory.mktemp("phantoms")
-    labeled = []
-    for s in (0, 1):
-        img, lab = write_phantom_nifti(d / f"case{s}.nii.gz", d / "labels" / f"case{s}.nii.gz", s, SHAPE, SPACING)
-        labeled.append((str(img), str(lab)))
-    img, _ = write_phantom_nifti(d / "case2.nii.gz", None, 2, SHAPE, SPACING)
-    return {"labeled": labeled, "unlabeled": [str(img)]}
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    cfg = DINOv3ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=4,
-        num_register_tokens=4, image_size=32,
-    )
-    path = tmp_path_factory.mktemp("tiny_dinov3")
-    DINOv3ViTModel(cfg).save_pretrained(str(path))
-    return str(path)
+SHAPE, SPACING = TINY_SHAPE, TINY_SPACING  # the shared `phantoms` fixture (conftest.py)
 
 
 def test_amp_training_with_fkd_on_cuda_then_cpu_and_cuda_inference_agree(phantoms, tiny_teacher, tmp_path):

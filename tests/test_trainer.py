@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SHAPE, TINY_SPACING, TINY_TEACHER_HIDDEN
 
 from dinomix_core import cli
 from dinomix_core.config import DinoMixConfig, get_preset
@@ -23,11 +24,9 @@ from dinomix_core.phantoms import write_phantom_nifti
 from dinomix_core.teacher import build_teacher
 from dinomix_core.trainer import DinoMixTrainer, TrainingError, run_training
 
-transformers = pytest.importorskip("transformers")
-from transformers import DINOv3ViTConfig, DINOv3ViTModel  # noqa: E402
 
-SHAPE, SPACING = (48, 48, 24), (4.0, 4.0, 6.0)
-TEACHER_HIDDEN = 32
+SHAPE, SPACING = TINY_SHAPE, TINY_SPACING  # the shared `phantoms` fixture (conftest.py)
+TEACHER_HIDDEN = TINY_TEACHER_HIDDEN  # the shared `tiny_teacher` fixture (conftest.py)
 
 
 @pytest.fixture(autouse=True)
@@ -36,31 +35,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """Three SYNTHETIC phantoms: two labeled (seeds 0, 1) and one unlabeled (seed 2)."""
-    d = tmp_path_factory.mktemp("phantoms")
-    labeled = []
-    for s in (0, 1):
-        img, lab = write_phantom_nifti(d / f"case{s}.nii.gz", d / "labels" / f"case{s}.nii.gz", s, SHAPE, SPACING)
-        labeled.append((str(img), str(lab)))
-    img, _ = write_phantom_nifti(d / "case2.nii.gz", None, 2, SHAPE, SPACING)
-    return {"labeled": labeled, "unlabeled": [str(img)], "dir": d}
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> str:
-    """A tiny random DINOv3ViTModel (hidden 32, 2 layers, patch 4, 4 registers) saved as a local folder."""
-    torch.manual_seed(0)
-    cfg = DINOv3ViTConfig(
-        hidden_size=TEACHER_HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=4,
-        num_register_tokens=4, image_size=32,
-    )
-    path = tmp_path_factory.mktemp("tiny_dinov3")
-    DINOv3ViTModel(cfg).save_pretrained(str(path))
-    return str(path)
 
 
 def tiny_config(**overrides) -> DinoMixConfig:
