@@ -79,7 +79,10 @@ class DinoMixConfig:
         pic_box_fraction: CutMix box size as a fraction of the patch, per axis (z, y, x).
         freq_momentum: EMA momentum of the class-frequency tracker.
         max_iterations: training iterations.
-        batch_size_labeled / batch_size_unlabeled: patches per iteration.
+        batch_size_labeled / batch_size_unlabeled: patches per iteration. Supervised-only training (PIC and
+            consistency off, or no unlabeled volume) takes ``batch_size_labeled + batch_size_unlabeled`` labeled
+            patches instead, the same student batch (the baselines' supervised recipe: DHC trains its supervised
+            V-Net on batch 4 against 2 labeled + 2 unlabeled).
         optimizer: "sgd" (baselines' recipe) or "adamw".
         learning_rate, momentum, weight_decay, poly_power: optimiser and poly learning-rate decay.
         val_interval: validate every N iterations (0 = only at the end).

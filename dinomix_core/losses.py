@@ -13,13 +13,13 @@ agree exactly on fully labeled voxels) are in :data:`DICE_CE_KWARGS`:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss
 
-__all__ = ["DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "region_dice_ce", "fkd_loss"]
+__all__ = ["DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "region_dice_ce", "region_dice_ce_terms", "fkd_loss"]
 
 #: MONAI ``DiceCELoss`` settings used everywhere in DINO-Mix (see the module docstring).
 DICE_CE_KWARGS: Dict[str, Any] = dict(
@@ -124,7 +124,7 @@ def region_dice_ce(
     weights by the consistency ramp ``λ(t)`` inside one :func:`masked_dice_ce` does (almost) nothing: CE is
     normalised by the weight sum and Dice is a ratio, so a common factor cancels. The ramp must multiply a
     *loss*, so DINO-Mix scores the ground-truth region and the pseudo-label region apart and adds
-    ``gt + λ(t) * pseudo``.
+    ``gt + λ(t) * pseudo``. Several regions of one batch: :func:`region_dice_ce_terms` (one softmax for all).
 
     Args:
         logits: ``[B, C, X, Y, Z]``.
@@ -135,8 +135,78 @@ def region_dice_ce(
     Returns:
         Scalar loss; a region without weight gives a zero that keeps the graph.
     """
-    w = weight * region.to(weight.dtype)
-    return masked_dice_ce(logits, target, w) if float(w.sum()) > 0 else logits.float().sum() * 0.0
+    return region_dice_ce_terms(logits, target, weight, [region])[0]
+
+
+def region_dice_ce_terms(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    regions: Sequence[torch.Tensor],
+    include_background: bool = DICE_CE_KWARGS["include_background"],
+    batch: bool = DICE_CE_KWARGS["batch"],
+    smooth_nr: float = DICE_CE_KWARGS["smooth_nr"],
+    smooth_dr: float = DICE_CE_KWARGS["smooth_dr"],
+) -> torch.Tensor:
+    """:func:`masked_dice_ce` (``lambda_dice = lambda_ce = 1``) of several regions of one batch, in one pass.
+
+    Entry ``r`` equals ``masked_dice_ce(logits, target, weight * regions[r])`` up to float round-off, but the
+    log-softmax, the probabilities and the target-class gathers are computed once for all regions and no one-hot
+    tensor is built: with ``w`` the region's voxel weights, ``p`` the softmax and ``t`` the target,
+
+    * CE ``= sum(w * -log p_t) / sum(w)``;
+    * Dice of class ``c`` ``= 1 - (2 I_c + smooth_nr) / (G_c + P_c + smooth_dr)`` with
+      ``I_c = sum_{t=c} w^2 p_c``, ``G_c = sum_{t=c} w``, ``P_c = sum w p_c`` (MONAI's ``DiceLoss`` on
+      ``p * w`` and ``one_hot(t) * w``; sums pooled over the batch when ``batch``), averaged over the classes.
+
+    The DINO-Mix step scores three regions of its mixed batch (ground truth of the labeled patches, the pasted
+    ground-truth boxes, the pseudo-labels); one pass instead of three :func:`masked_dice_ce` calls costs about
+    a third of the loss time on the CPU (``benchmarks/train_speed.py``).
+
+    Args:
+        logits: ``[B, C, X, Y, Z]`` raw scores (any float dtype; computed in float32).
+        target: ``[B, X, Y, Z]`` (or ``[B, 1, ...]``) integer labels in ``[0, C)``.
+        weight: ``[B, X, Y, Z]`` (or ``[B, 1, ...]``) voxel weights, or ``None`` for ones.
+        regions: bool (or 0/1) masks ``[B, X, Y, Z]``, one per loss.
+        include_background, batch, smooth_nr, smooth_dr: as :func:`masked_dice_ce`.
+
+    Returns:
+        Float32 tensor ``[len(regions)]``; a region without weight gives 0 (in the graph).
+    """
+    if logits.ndim < 3:
+        raise ValueError(f"logits must be [B, C, spatial...], got shape {tuple(logits.shape)}.")
+    if len(regions) < 1:
+        raise ValueError("regions must hold at least one mask.")
+    num_classes = logits.shape[1]
+    spatial = logits.shape[:1] + logits.shape[2:]
+    target = _as_bxyz(target, spatial, "target").long()
+    logp = torch.log_softmax(logits.float(), dim=1)
+    w0 = None if weight is None else _as_bxyz(weight, spatial, "weight").to(device=logp.device, dtype=logp.dtype)
+    w = torch.stack([
+        (_as_bxyz(r, spatial, "region").to(device=logp.device, dtype=logp.dtype) * (1.0 if w0 is None else w0))
+        for r in regions
+    ])  # [R, B, X, Y, Z]
+    b, n_r = spatial[0], w.shape[0]
+    t = target.reshape(b, 1, -1)
+    logp = logp.reshape(b, num_classes, -1)
+    w = w.reshape(n_r, b, -1)
+    probs = logp.exp()
+    logp_t = logp.gather(1, t)[:, 0]  # [B, V]
+    p_t = probs.gather(1, t)[:, 0]
+    t = t[:, 0]
+
+    ce = -(w * logp_t).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-8)
+
+    # per (region, sample, class) sums; the one-hot sums are scatters of the target's voxels
+    pred_o = torch.einsum("bcv,rbv->rbc", probs, w)
+    index = t.unsqueeze(0).expand(n_r, -1, -1)
+    ground_o = w.new_zeros(n_r, b, num_classes).scatter_add_(2, index, w)
+    inter = w.new_zeros(n_r, b, num_classes).scatter_add(2, index, w * w * p_t)
+    if batch:
+        pred_o, ground_o, inter = pred_o.sum(1), ground_o.sum(1), inter.sum(1)
+    first = 0 if include_background else 1
+    dice = 1.0 - (2.0 * inter[..., first:] + smooth_nr) / (ground_o[..., first:] + pred_o[..., first:] + smooth_dr)
+    return dice.reshape(n_r, -1).mean(1) + ce
 
 
 def fkd_loss(

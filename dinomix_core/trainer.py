@@ -4,13 +4,16 @@ One loop serves every variant (supervised-only, mean teacher, DINO-Mix with or w
 ``use_*`` switches of :class:`~dinomix_core.config.DinoMixConfig`. Per iteration (docs/method.md, section
 "Training step"):
 
-1. sample ``batch_size_labeled`` labeled and ``batch_size_unlabeled`` unlabeled patches;
+1. sample ``batch_size_labeled`` labeled and ``batch_size_unlabeled`` unlabeled patches (supervised-only
+   training: ``batch_size_labeled + batch_size_unlabeled`` labeled patches, the same student batch, as the
+   baselines' supervised recipe has it);
 2. the EMA teacher predicts the unlabeled patches -> pseudo-labels and a confidence mask;
 3. the class-frequency tracker is updated (ground truth + confident pseudo-labels);
 4. PIC: boxes around voxels of a class drawn from the tail-first-to-uniform curriculum are cut from each
    labeled patch into an unlabeled one and vice versa; images, targets, loss weights and cached teacher
    features are mixed with the same boxes;
-5. loss = masked Dice+CE over all patches (weight 1 on ground truth, ramp-up x confidence on pseudo-labels)
+5. loss = Dice+CE of the ground truth (weight 1) + ramp-up x Dice+CE of the pseudo-labels (weighted by
+   confidence), each region scored apart in one pass (``losses.region_dice_ce_terms``)
    + ``fkd_weight`` x FKD (cosine distance of projected student features to DINOv3 features);
 6. optimiser step (poly learning rate), EMA update.
 
@@ -41,7 +44,7 @@ from . import __version__
 from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
-from .losses import fkd_loss, region_dice_ce
+from .losses import fkd_loss, region_dice_ce_terms
 from .networks import build_student
 from .pic import PICMixer, box_mask, box_size_from_fraction
 from .teacher import TeacherFeatureCache, build_teacher, mix_features
@@ -145,7 +148,12 @@ class DinoMixTrainer:
                 "no usable labeled volume: DINO-Mix needs at least one image with a final label"
                 + (f" ({len(self.skipped)} skipped: {'; '.join(self.skipped)})" if self.skipped else ".")
             )
-        self.semi_supervised = bool(self.unlabeled) and (config.use_consistency or config.use_pic)
+        self.semi_supervised = (
+            bool(self.unlabeled) and (config.use_consistency or config.use_pic) and config.batch_size_unlabeled > 0
+        )
+        # Supervised-only training puts as many labeled patches through the student as a semi-supervised step puts
+        # labeled + unlabeled ones: the baselines' recipe (DHC trains its supervised V-Net on batch 4 against 2 + 2).
+        self.labeled_batch = config.batch_size_labeled + (0 if self.semi_supervised else config.batch_size_unlabeled)
         if (config.use_consistency or config.use_pic) and not self.unlabeled:
             logger.warning("no unlabeled volumes: training supervised only (consistency and PIC need unlabeled data)")
 
@@ -322,7 +330,7 @@ class DinoMixTrainer:
         progress = iteration / cfg.max_iterations
         for g in self.optimizer.param_groups:
             g["lr"] = self._lr(iteration)
-        lab = self._sample(self.labeled, cfg.batch_size_labeled, labeled=True)
+        lab = self._sample(self.labeled, self.labeled_batch, labeled=True)
         bl = lab.image.shape[0]
         ramp = sigmoid_rampup(iteration, cfg.rampup_fraction * cfg.max_iterations)
         pseudo_w = cfg.consistency_weight * ramp
@@ -332,7 +340,7 @@ class DinoMixTrainer:
         unsup_w = 0.0  # λ(t): multiplies the pseudo-label loss
         feats = lab.feats
         logs: Dict[str, float] = {"lr": self._lr(iteration), "ramp": ramp}
-        if self.semi_supervised and cfg.batch_size_unlabeled > 0:
+        if self.semi_supervised:
             unl = self._sample(self.unlabeled, cfg.batch_size_unlabeled, labeled=False)
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
                 ema_logits = self.ema(unl.image)
@@ -379,22 +387,25 @@ class DinoMixTrainer:
             feats = self.teacher(images).to(self.device)
         self.net.train()
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            out = self.net(images, return_features=use_fkd)
+            # the projection head runs on the teacher's grid (networks.DinoMixStudent.forward)
+            out = self.net(images, return_features=use_fkd, feature_size=tuple(feats.shape[2:]) if use_fkd else None)
         logits, proj = (out if use_fkd else (out, None))
         logits = logits.float()
         # ground truth at weight 1 (labeled patches: "sup"; GT boxes pasted into unlabeled ones: "gt_box") and
-        # pseudo-labels at λ(t) ("unsup"), each scored on its own region: see losses.region_dice_ce
-        loss_l = region_dice_ce(logits[:bl], targets[:bl], weights[:bl], is_gt[:bl])
-        loss = loss_l
-        logs["sup"] = float(loss_l.detach())
+        # pseudo-labels at λ(t) ("unsup"), each scored on its own region (see losses.region_dice_ce), in one pass
+        labeled_rows = (torch.arange(images.shape[0], device=self.device) < bl).view(-1, 1, 1, 1)
+        regions = {"sup": is_gt & labeled_rows}
         if images.shape[0] > bl:
-            pseudo = region_dice_ce(logits, targets, weights, ~is_gt)
-            loss = loss + unsup_w * pseudo
-            logs["unsup"] = float(pseudo.detach())
+            regions["unsup"] = ~is_gt
             if cfg.use_pic:
-                gt_box = region_dice_ce(logits[bl:], targets[bl:], weights[bl:], is_gt[bl:])
-                loss = loss + gt_box
-                logs["gt_box"] = float(gt_box.detach())
+                regions["gt_box"] = is_gt & ~labeled_rows
+        terms = dict(zip(regions, region_dice_ce_terms(logits, targets, weights, list(regions.values()))))
+        loss = terms["sup"]
+        if "unsup" in terms:
+            loss = loss + unsup_w * terms["unsup"]
+        if "gt_box" in terms:
+            loss = loss + terms["gt_box"]
+        logs.update({k: float(v.detach()) for k, v in terms.items()})
         if use_fkd:
             loss_f = fkd_loss(proj.float(), feats.float())
             loss = loss + cfg.fkd_weight * loss_f

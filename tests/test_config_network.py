@@ -214,6 +214,22 @@ def test_build_student_projected_features_shape():
         assert torch.equal(net(x), logits)
 
 
+def test_projection_head_runs_on_the_requested_feature_grid():
+    torch.manual_seed(0)
+    net = build_student(get_preset("cpu", channels=(4, 8, 16, 32)), teacher_channels=6).eval()
+    x = torch.rand(1, 1, 32, 32, 16)
+    stage = []
+    net.encoder[net.fkd_stage].register_forward_hook(lambda _m, _i, out: stage.append(out))
+    with torch.no_grad():
+        logits, proj = net(x, return_features=True, feature_size=(2, 2, 16))
+        full_logits, full = net(x, return_features=True, feature_size=(8, 8, 8))  # the stage's own grid
+    assert proj.shape == (1, 6, 2, 2, 16) and full.shape == (1, 6, 8, 8, 8)
+    # the stage features are resized to the teacher grid first, then projected; the logits do not change
+    resized = torch.nn.functional.interpolate(stage[0], size=(2, 2, 16), mode="trilinear", align_corners=False)
+    assert torch.allclose(proj, net.projection(resized), atol=1e-6)
+    assert torch.equal(logits, full_logits) and torch.equal(full, net.projection(stage[1]))
+
+
 def test_build_student_non_cubic_input_and_fkd_stage_zero():
     c = get_preset("cpu", fkd_stage=0, channels=(4, 8, 16, 32))
     net = build_student(c, teacher_channels=6).eval()

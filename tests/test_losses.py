@@ -6,7 +6,9 @@ import pytest
 import torch
 from monai.losses import DiceCELoss
 
-from dinomix_core.losses import DICE_CE_KWARGS, fkd_loss, masked_dice_ce, region_dice_ce, supervised_loss
+from dinomix_core.losses import (
+    DICE_CE_KWARGS, fkd_loss, masked_dice_ce, region_dice_ce, region_dice_ce_terms, supervised_loss,
+)
 
 
 def _data(seed=0, b=2, c=5, shape=(6, 5, 4)):
@@ -99,6 +101,48 @@ def test_masked_dice_ce_validation_and_dtype():
         masked_dice_ce(logits, target, torch.ones(2, 6, 5, 3))
     out = masked_dice_ce(logits.half(), target)
     assert out.dtype == torch.float32 and out.ndim == 0
+
+
+
+def test_region_dice_ce_terms_exact_values():
+    # 2 voxels, 2 classes, logits 0 -> p = 0.5 everywhere; target (0, 1)
+    logits, target = torch.zeros(1, 2, 2, 1, 1), torch.tensor([[[[0]], [[1]]]])
+    regions = [torch.ones(1, 2, 1, 1, dtype=torch.bool), torch.tensor([[[[True]], [[False]]]]),
+               torch.zeros(1, 2, 1, 1, dtype=torch.bool)]
+    got = region_dice_ce_terms(logits, target, None, regions)
+    ln2, s = math.log(2.0), 1e-5
+    # all voxels: class 1 has I = 0.5, G = 1, P = 1; the first voxel only: I = 0, G = 0, P = 0.5; empty region: 0
+    expected = [1 - (1 + s) / (2 + s) + ln2, 1 - s / (0.5 + s) + ln2, 0.0]
+    assert got.tolist() == pytest.approx(expected, abs=1e-6)
+    # a voxel weight w enters the CE as w and the Dice as MONAI's loss on p * w and one_hot * w
+    w = torch.tensor([[[[1.0]], [[0.5]]]])
+    one = region_dice_ce_terms(logits, target, w, regions[:1])
+    assert float(one[0]) == pytest.approx(1 - (2 * 0.125 + s) / (0.5 + 0.75 + s) + ln2, abs=1e-6)
+
+
+@pytest.mark.parametrize("include_background, batch", [(False, True), (False, False), (True, True), (True, False)])
+def test_region_dice_ce_terms_equal_masked_dice_ce_per_region(include_background, batch):
+    torch.manual_seed(3)
+    logits = torch.randn(3, 5, 6, 5, 4, requires_grad=True)
+    target, weight = torch.randint(0, 5, (3, 6, 5, 4)), torch.rand(3, 6, 5, 4)
+    regions = [torch.rand(3, 6, 5, 4) > 0.5, torch.zeros(3, 6, 5, 4, dtype=torch.bool)]
+    regions.append(~regions[0])
+    kw = dict(include_background=include_background, batch=batch)
+    got = region_dice_ce_terms(logits, target, weight, regions, **kw)
+    ref = torch.stack([masked_dice_ce(logits, target, weight * r.float(), **kw) for r in regions])
+    assert torch.allclose(got, ref, atol=1e-6) and float(got[1]) == 0.0
+    coef = torch.tensor([1.0, 2.0, 0.3])
+    g_got, = torch.autograd.grad((coef * got).sum(), logits)
+    g_ref, = torch.autograd.grad((coef * ref).sum(), logits)
+    assert torch.allclose(g_got, g_ref, atol=1e-7)
+
+
+def test_region_dice_ce_terms_rejects_bad_input():
+    logits, target = torch.zeros(1, 3, 2, 2, 2), torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="at least one"):
+        region_dice_ce_terms(logits, target, None, [])
+    with pytest.raises(ValueError, match="region must have shape"):
+        region_dice_ce_terms(logits, target, None, [torch.ones(1, 2, 2, 3, dtype=torch.bool)])
 
 
 # ---------------------------------------------------------------- FKD

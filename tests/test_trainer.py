@@ -297,6 +297,29 @@ def test_supervised_only_config(phantoms, tmp_path):
     assert all(r["losses"]["sup"] == pytest.approx(r["losses"]["total"]) for r in records)
 
 
+@pytest.mark.parametrize(
+    "switches, batches, semi, student_batch",
+    [
+        # supervised-only: labeled + unlabeled batch sizes of labeled patches (the baselines' supervised recipe)
+        (dict(use_pic=False, use_consistency=False), (1, 1), False, 2),
+        (dict(use_pic=False, use_consistency=False), (2, 0), False, 2),
+        # semi-supervised: the labeled and the unlabeled patches
+        (dict(use_pic=True, use_consistency=True), (1, 1), True, 2),
+        (dict(use_pic=False, use_consistency=True), (2, 1), True, 3),
+        # no unlabeled batch: supervised on the labeled batch
+        (dict(use_pic=True, use_consistency=True), (1, 0), False, 1),
+    ],
+)
+def test_student_batch_of_each_variant(phantoms, tmp_path, switches, batches, semi, student_batch):
+    cfg = tiny_config(max_iterations=2, batch_size_labeled=batches[0], batch_size_unlabeled=batches[1], **switches)
+    trainer = DinoMixTrainer(cfg, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "b"), device="cpu")
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    trainer.train_step(0)
+    assert trainer.semi_supervised is semi
+    assert seen == [student_batch]
+
+
 def test_same_seed_same_first_iteration_loss(phantoms, tmp_path):
     def first_loss(seed: int, name: str) -> dict:
         rec = []
