@@ -1,0 +1,42 @@
+"""End-to-end runs of the benchmark scripts at toy size (their numbers are not checked here, only that they run
+and report every measurement the issues ask for): ``benchmarks/train_speed.py`` spawns one real training
+subprocess per mode plus the paired run, on SYNTHETIC phantoms, with the tiny random DINOv3 of conftest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import train_speed  # noqa: E402
+
+
+def test_train_speed_reports_every_mode_ratio_and_target(tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "train_speed.json"
+    train_speed.main([
+        "--rounds", "1", "--iterations", "2", "--warmup", "0", "--labeled", "1", "--unlabeled", "1",
+        "--shape", "48", "48", "24", "--teacher", tiny_teacher, "--threads", "1", "--output", str(out),
+    ])
+    printed = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    modes = res["modes"]
+    assert set(modes) == set(train_speed.MODES)
+    # student patches per iteration: supervised takes the DINO-Mix student batch, the reference half of it
+    assert {m: r["student_patches_per_it"] for m, r in modes.items()} == {
+        "supervised": 2, "supervised_1patch": 1, "dinomix_live": 2, "dinomix_cache": 2,
+    }
+    assert all(len(r["iteration_s"]) == 2 and r["median_s_per_it"] > 0 and r["peak_rss_mb"] > 0 for r in modes.values())
+    assert modes["dinomix_cache"]["cache_build_s"] > 0 and modes["dinomix_live"]["cache_build_s"] is None
+    assert {"fkd", "unsup", "gt_box", "sup"} <= set(modes["dinomix_cache"]["loss_terms"])
+    paired = res["paired"]
+    assert paired["pairs"] == 2 and len(paired["supervised_s"]) == len(paired["dinomix_cache_s"]) == 2
+    s = res["summary"]
+    assert s["cache_over_supervised"] == paired["median_ratio"]
+    assert s["pass_cache_over_supervised"] == (s["cache_over_supervised"] <= 1.3)
+    assert s["teacher_path_live_s"] > 0 and s["teacher_path_cache_s"] > 0
+    assert s["pass_live_over_cache"] == (s["live_over_cache_teacher_path"] >= 10)
+    for line in ("(c)/(a)   per iteration", "paired steps", "(c)/(a1)", "teacher path live / cache", "peak RSS"):
+        assert line in printed
