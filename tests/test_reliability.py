@@ -142,6 +142,10 @@ def assert_refused(srv, r, status, *words, before=None):
     if before is not None:
         after = snapshot(srv.studies)
         assert after == before, f"stored files changed: {set(after.items()) ^ set(before.items())}"
+    tmp = getattr(srv, "tmpdir", None)
+    if tmp is not None:  # the refused upload's temporary copy is gone too (MONAI Label removed it on success only)
+        left = sorted(p.name for p in tmp.iterdir() if p.name.endswith((".nii", ".nii.gz", ".nrrd", ".seg.nrrd")))
+        assert left == [], f"the server left uploads {left} in its temporary folder"
     return msg
 
 
@@ -172,10 +176,14 @@ def faults(tmp_path_factory, sample_studies_src):
     root = tmp_path_factory.mktemp("faults")
     studies = root / "studies"
     shutil.copytree(sample_studies_src, studies)
+    tmpdir = root / "server_tmp"  # the server's own TMPDIR: uploads land here while a request runs
+    tmpdir.mkdir()
     h = Holder()
     h.root = root
     h.srv = start_server(studies, root / "model", root / "server.log",
-                         conf={"max_voxels": MAX_VOXELS, "max_upload_mb": MAX_UPLOAD_MB}, env=SERVER_ENV)
+                         conf={"max_voxels": MAX_VOXELS, "max_upload_mb": MAX_UPLOAD_MB},
+                         env={**SERVER_ENV, "TMPDIR": str(tmpdir)})
+    h.srv.tmpdir = tmpdir
     yield h
     stop_server(h.srv)
 

@@ -25,6 +25,7 @@ from lib.configs import DinoMix
 from lib import auth as server_auth
 from lib import dicom_seg
 from lib import tasks as background_tasks
+from lib import uploads
 from lib.datastore import DinoMixDatastore
 from lib.limits import UploadLimit
 from monailabel.config import settings
@@ -165,6 +166,10 @@ class DinoMixApp(MONAILabelApp):
         except Exception as e:  # never keep the server from starting over error formatting
             logger.warning("could not install the DINO-Mix error handlers: %s", e)
         _install_upload_limit(self.task.max_upload_mb)
+        try:
+            uploads.install()  # a refused upload's temporary copy is removed (lib/uploads.py)
+        except Exception as e:  # a MONAI Label without these endpoints: keep serving
+            logger.warning("could not install the upload clean-up: %s", e)
 
     def _allowed_image_path(self, image: str) -> bool:
         """A file path given as ``image`` must be in the studies folder, an upload or a MONAI Label session."""
