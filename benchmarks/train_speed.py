@@ -182,10 +182,6 @@ def timed_step(trainer, iteration: int):
 
 def paired_worker(args: argparse.Namespace) -> Dict[str, Any]:
     """Supervised and DINO-Mix (cache) in one process, steps alternating: both see the same machine at each pair."""
-    import torch
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     data = json.loads(Path(args.data).read_text())
     n = args.iterations * args.rounds
     with tempfile.TemporaryDirectory() as out:
