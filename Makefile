@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONF ?=
 
-.PHONY: serve test install studies clean-studies
+.PHONY: serve test install studies clean-studies starter
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo ">> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -33,6 +33,10 @@ serve: studies
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -ra tests
+
+# the starter model served before the first Retrain, from sample_data/ only (see dinomix_core/starter.py)
+starter: $(STAMP)
+	$(BIN)/dinomix train-starter --studies sample_data/studies --output apps/dinomix/model/pretrained_dinomix.pt
 
 clean-studies:
 	rm -rf $(STUDIES)

@@ -86,9 +86,22 @@ class DinoMixConfig:
         optimizer: "sgd" (baselines' recipe) or "adamw".
         learning_rate, momentum, weight_decay, poly_power: optimiser and poly learning-rate decay.
         val_interval: validate every N iterations (0 = only at the end).
+        augment: augment training patches (``dinomix_core.augment``); the EMA teacher sees a weak view of each
+            unlabeled patch and the student a strong one.
+        aug_spatial_prob: probability of a random rotation + scaling per patch (0: no spatial augmentation).
+        aug_rotate_deg: maximum rotation in degrees about the x, y and z axes (z: in the axial plane).
+        aug_scale: maximum relative scaling per axis (0.2: factors in [0.8, 1.2]).
+        aug_intensity: maximum global intensity scale and shift, in units of the HU window.
+        aug_noise_std: standard deviation of the additive Gaussian noise, in units of the HU window.
+        aug_organ_prob: probability that a labeled patch's organs each get a random mean intensity (contrast
+            phase: a contrast-enhanced kidney is about 200 HU, a non-contrast one 30 HU).
+        aug_organ_hu: (low, high) HU range the organs' random mean intensities are drawn from.
         seed: random seed.
         amp: mixed precision on CUDA.
         sw_overlap: sliding-window overlap at inference.
+        keep_largest_component: at inference keep only the largest connected component of each organ (each of
+            the 13 organs is one connected structure; removes scattered false positives in anatomy the training
+            volumes did not cover).
     """
 
     preset: str = "cpu"
@@ -130,9 +143,18 @@ class DinoMixConfig:
     weight_decay: float = 3e-5
     poly_power: float = 0.9
     val_interval: int = 50
+    augment: bool = True
+    aug_spatial_prob: float = 0.8
+    aug_rotate_deg: Tuple[float, float, float] = (6.0, 6.0, 15.0)
+    aug_scale: float = 0.2
+    aug_intensity: float = 0.1
+    aug_noise_std: float = 0.03
+    aug_organ_prob: float = 0.5
+    aug_organ_hu: Tuple[float, float] = (0.0, 250.0)
     seed: int = 0
     amp: bool = True
     sw_overlap: float = 0.25
+    keep_largest_component: bool = True
 
     def __post_init__(self) -> None:
         # normalise lists (from JSON) to tuples without mutating a frozen instance's identity semantics
@@ -207,6 +229,17 @@ class DinoMixConfig:
             )
         if self.teacher_upsample < 1:
             raise ValueError("teacher_upsample must be >= 1.")
+        if not 0.0 <= self.aug_spatial_prob <= 1.0:
+            raise ValueError(f"aug_spatial_prob must be in [0, 1], got {self.aug_spatial_prob}.")
+        if len(self.aug_rotate_deg) != 3 or any(not 0 <= d <= 180 for d in self.aug_rotate_deg):
+            raise ValueError(f"aug_rotate_deg must be three angles in [0, 180], got {self.aug_rotate_deg}.")
+        if not 0.0 <= self.aug_scale < 1.0:
+            raise ValueError(f"aug_scale must be in [0, 1), got {self.aug_scale}.")
+        if min(self.aug_intensity, self.aug_noise_std) < 0:
+            raise ValueError("aug_intensity and aug_noise_std must be >= 0.")
+        if not 0.0 <= self.aug_organ_prob <= 1.0 or len(self.aug_organ_hu) != 2 or self.aug_organ_hu[0] > self.aug_organ_hu[1]:
+            raise ValueError(f"aug_organ_prob must be in [0, 1] and aug_organ_hu (low, high) with low <= high, got "
+                             f"{self.aug_organ_prob} and {self.aug_organ_hu}.")
         if self.learning_rate <= 0:
             raise ValueError("learning_rate must be positive.")
 

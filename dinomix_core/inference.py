@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
-from monai.transforms import Invertd
+from monai.transforms import Invertd, KeepLargestConnectedComponent
 
 from .config import DinoMixConfig
 from .data import InvalidVolumeError, _root, check_spatial, preprocessing
@@ -76,17 +76,27 @@ class Predictor:
 
     Args:
         model_path: the published model (``model.pt``).
+        fallback_path: served while ``model_path`` does not exist (the app's starter model); ``source`` says
+            which one the last prediction used ("retrained" or "starter").
         device: torch device (default CUDA when available).
         max_voxels: refuse images larger than this (clear error instead of running out of memory).
         sw_batch_size: windows per forward pass.
     """
 
     def __init__(
-        self, model_path: str, device: Optional[str] = None, max_voxels: int = DEFAULT_MAX_VOXELS, sw_batch_size: int = 2
+        self,
+        model_path: str,
+        device: Optional[str] = None,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        sw_batch_size: int = 2,
+        fallback_path: Optional[str] = None,
     ) -> None:
         if max_voxels < 1 or sw_batch_size < 1:
             raise ValueError("max_voxels and sw_batch_size must be positive.")
         self.model_path = str(model_path)
+        self.fallback_path = str(fallback_path) if fallback_path else None
+        self.source: Optional[str] = None
+        self._path: Optional[str] = None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_voxels = max_voxels
         self.sw_batch_size = sw_batch_size
@@ -98,23 +108,31 @@ class Predictor:
 
     def _load(self) -> Tuple[torch.nn.Module, DinoMixConfig]:
         with self._lock:
-            try:
-                mtime = os.stat(self.model_path).st_mtime_ns
-            except FileNotFoundError:
+            path, mtime = self.model_path, None
+            for candidate in (self.model_path, self.fallback_path):
+                try:
+                    path, mtime = candidate, os.stat(candidate).st_mtime_ns
+                    break
+                except (FileNotFoundError, TypeError):
+                    continue
+            if mtime is None:
                 raise ModelNotFoundError(
                     f"no trained DINO-Mix model at {self.model_path!r}: train one first (dinomix train / Retrain)."
-                ) from None
-            if self._net is None or mtime != self._mtime:
-                ckpt = load_model_file(self.model_path)
+                )
+            if self._net is None or (path, mtime) != (self._path, self._mtime):
+                ckpt = load_model_file(path)
                 config = DinoMixConfig.from_dict(ckpt["config"])
                 net = build_student(config, teacher_channels=None)
                 state = {k: v for k, v in ckpt["model"].items() if not k.startswith("projection.")}
                 net.load_state_dict(state)
                 self._net = net.to(self.device).eval()
                 self.config = config
-                self.meta = {k: ckpt.get(k) for k in ("iteration", "metric", "saved_at", "trained_on", "per_organ_dice")}
-                self._mtime = mtime
-                logger.info("loaded DINO-Mix model %s (iteration %s)", self.model_path, ckpt.get("iteration"))
+                self.meta = {
+                    k: ckpt.get(k) for k in ("iteration", "metric", "saved_at", "trained_on", "per_organ_dice", "label_ids")
+                }
+                self._path, self._mtime = path, mtime
+                self.source = "retrained" if path == self.model_path else "starter"
+                logger.info("loaded DINO-Mix model %s (%s, iteration %s)", path, self.source, ckpt.get("iteration"))
             return self._net, self.config  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -156,6 +174,11 @@ class Predictor:
         """
         pre, data, image, logits = self._run(image_path)
         pred = logits.argmax(1).to(torch.float32).cpu()  # [1, X, Y, Z]
+        if self.config is not None and self.config.keep_largest_component:
+            pred = KeepLargestConnectedComponent(
+                applied_labels=list(range(1, self.config.out_channels)), is_onehot=False, independent=True
+            )(pred)
+            pred = torch.as_tensor(pred)
         data["pred"] = MetaTensor(pred, meta=image.meta, applied_operations=image.applied_operations)
         inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
         label = np.asarray(inverted[0].cpu().numpy()).round().astype(np.uint8)

@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -56,11 +56,13 @@ class ModelRegistry:
         name: file name stem of the published model.
     """
 
-    def __init__(self, model_dir: str, name: str = "dinomix") -> None:
+    def __init__(self, model_dir: str, name: str = "dinomix", starter_path: Optional[str] = None) -> None:
         if not name or "/" in name:
             raise ValueError("name must be a plain file name stem.")
         self.model_dir = Path(model_dir)
         self.name = name
+        self.starter_path = Path(starter_path) if starter_path else None
+        self._summaries: Dict[Tuple[str, int], Dict[str, Any]] = {}
 
     @property
     def model_path(self) -> Path:
@@ -76,6 +78,40 @@ class ModelRegistry:
 
     def has_model(self) -> bool:
         return self.model_path.is_file()
+
+    def has_starter(self) -> bool:
+        return self.starter_path is not None and self.starter_path.is_file()
+
+    def served_path(self) -> Optional[Path]:
+        """The model inference uses: the published one, else the starter model shipped with the app, else None."""
+        if self.has_model():
+            return self.model_path
+        return self.starter_path if self.has_starter() else None
+
+    def served(self) -> Optional[Dict[str, Any]]:
+        """What inference serves: ``source`` ("retrained" or "starter"), ``version``, ``file`` and the
+        ``label_ids`` the model was trained on (None when nothing can be served)."""
+        path = self.served_path()
+        if path is None:
+            return None
+        entry = dict(self.current() or {}) if path == self.model_path else {"version": "starter", "file": str(path)}
+        entry["source"] = "retrained" if path == self.model_path else "starter"
+        entry.update({k: v for k, v in self.model_summary(path).items() if k not in entry or entry[k] is None})
+        return entry
+
+    def model_summary(self, path: Path) -> Dict[str, Any]:
+        """``label_ids``, ``iteration`` and ``saved_at`` of a model file, read once per file version."""
+        try:
+            key = (str(path), os.stat(path).st_mtime_ns)
+        except OSError:
+            return {}
+        if key not in self._summaries:
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception:
+                return {}
+            self._summaries = {key: {k: ckpt.get(k) for k in ("label_ids", "iteration", "saved_at")}}
+        return dict(self._summaries[key])
 
     def history(self) -> List[Dict[str, Any]]:
         if not self.history_file.exists():
@@ -111,6 +147,7 @@ class ModelRegistry:
             "labeled_ids": sorted(labeled_ids),
             "iteration": ckpt.get("iteration"),
             "metric": ckpt.get("metric"),
+            "label_ids": ckpt.get("label_ids"),
             "preset": ckpt["config"].get("preset"),
         }
         entry.update(extra or {})

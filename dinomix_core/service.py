@@ -143,6 +143,7 @@ class TrainingJob:
         base_config: the app's configuration (preset, teacher) that request options refine.
         options: validated options from :func:`parse_train_options`.
         should_stop: polled every iteration.
+        starter_path: the app's starter model, the warm start while nothing is published.
     """
 
     def __init__(
@@ -151,9 +152,10 @@ class TrainingJob:
         options: Dict[str, Any],
         base_overrides: Optional[Dict[str, Any]] = None,
         should_stop: Optional[Callable[[], bool]] = None,
+        starter_path: Optional[str] = None,
     ) -> None:
         self.model_dir = Path(model_dir)
-        self.registry = ModelRegistry(str(self.model_dir))
+        self.registry = ModelRegistry(str(self.model_dir), starter_path=starter_path)
         self.work_dir = self.model_dir / "train"
         self.options = options
         self.base_overrides = dict(base_overrides or {})
@@ -191,7 +193,10 @@ class TrainingJob:
         )
         if not unlabeled:
             self._write_stats(note=_SUPERVISED_NOTE)
-        prev = self.registry.model_path if (self.options["warm_start"] and self.registry.has_model()) else None
+        # warm start from the served model: the last published one, else the app's starter model
+        prev = self.registry.served_path() if self.options["warm_start"] else None
+        self._write_stats(warm_start_from=None if prev is None else
+                          ("published model" if prev == self.registry.model_path else "starter model"))
 
         def progress(p: Dict[str, Any]) -> None:
             if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt

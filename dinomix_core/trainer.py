@@ -41,6 +41,7 @@ from monai.metrics import DiceMetric
 from monai.networks.utils import one_hot
 
 from . import __version__
+from .augment import PatchAugmenter
 from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
@@ -89,6 +90,7 @@ class _Batch:
     image: torch.Tensor  # [B, 1, X, Y, Z]
     label: Optional[torch.Tensor]  # [B, X, Y, Z] long
     feats: Optional[torch.Tensor]  # [B, C, x, y, Z]
+    weak: Optional[torch.Tensor] = None  # [B, 1, X, Y, Z]: the EMA teacher's view of unlabeled patches
 
 
 class DinoMixTrainer:
@@ -148,6 +150,8 @@ class DinoMixTrainer:
                 "no usable labeled volume: DINO-Mix needs at least one image with a final label"
                 + (f" ({len(self.skipped)} skipped: {'; '.join(self.skipped)})" if self.skipped else ".")
             )
+        #: organ ids present in the training labels (saved with the model: what it has seen)
+        self.label_ids = sorted({int(i) for v in self.labeled for i in torch.unique(v.label).tolist()} - {0})
         self.semi_supervised = (
             bool(self.unlabeled) and (config.use_consistency or config.use_pic) and config.batch_size_unlabeled > 0
         )
@@ -169,6 +173,12 @@ class DinoMixTrainer:
             logger.warning("FKD is off: no teacher configured (teacher=%r)", config.teacher)
         self.stride = self.teacher.feature_stride if self.teacher is not None else 1
         self.cache = TeacherFeatureCache(self.teacher) if (self.teacher is not None and config.teacher_cache) else None
+
+        self.augmenter = PatchAugmenter(config, seed=config.seed * 1000 + self.rank) if config.augment else None
+        # cached teacher features are computed on the unwarped volume and cannot follow a rotation
+        self.spatial_augment = self.augmenter is not None and config.aug_spatial_prob > 0 and self.cache is None
+        if self.augmenter is not None and self.cache is not None and config.aug_spatial_prob > 0:
+            logger.info("teacher-feature cache on: spatial augmentation off (intensity augmentation stays on)")
 
         multiple = self.stride
         self.labeled = [pad_to_patch(v, config.patch_size, multiple) for v in self.labeled]
@@ -289,6 +299,7 @@ class DinoMixTrainer:
             "teacher_channels": self.teacher.hidden_size if self.teacher is not None else None,
             "iteration": iteration,
             "metric": metric,
+            "label_ids": self.label_ids,
             "trained_on": {
                 "labeled": [v.case_id for v in self.labeled],
                 "unlabeled": [v.case_id for v in self.unlabeled],
@@ -301,16 +312,22 @@ class DinoMixTrainer:
     # ------------------------------------------------------------------ batches
     def _sample(self, volumes: Sequence[Volume], n: int, labeled: bool) -> _Batch:
         cfg = self.config
-        images, labels, feats = [], [], []
+        images, labels, feats, weak = [], [], [], []
         for _ in range(n):
             v = volumes[int(torch.randint(len(volumes), (), generator=self.gen))]
             start = random_patch_start(
                 v.shape, cfg.patch_size, self.gen, align=(self.stride, self.stride, 1),
                 label=v.label if labeled else None, foreground_prob=0.5 if labeled else 0.0,
             )
-            images.append(crop(v.image, start, cfg.patch_size))
+            image = crop(v.image, start, cfg.patch_size)
+            label = crop(v.label, start, cfg.patch_size).long() if labeled else None
+            if self.augmenter is not None:
+                image, label, weak_view = self._augment(image, label)
+                if weak_view is not None:
+                    weak.append(weak_view)
+            images.append(image)
             if labeled:
-                labels.append(crop(v.label, start, cfg.patch_size).long())
+                labels.append(label)
             if self.cache is not None:
                 if v.case_id not in self.cache:
                     self.cache.get(v.case_id, v.image)
@@ -319,7 +336,18 @@ class DinoMixTrainer:
             torch.stack(images).to(self.device),
             torch.stack(labels).to(self.device) if labeled else None,
             torch.stack(feats).to(self.device).float() if feats else None,
+            torch.stack(weak).to(self.device) if weak else None,
         )
+
+    def _augment(
+        self, image: torch.Tensor, label: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """One patch's augmentation: the same warp for image and label, then the strong intensity view; an
+        unlabeled patch also gets a weak view (same warp) for the EMA teacher. Returns (image, label, weak)."""
+        if self.spatial_augment:
+            image, label = self.augmenter.spatial(image, label)
+        weak = self.augmenter.intensity(image, strong=False) if label is None else None
+        return self.augmenter.intensity(image, label, strong=True), label, weak
 
     def _lr(self, iteration: int) -> float:
         return self.config.learning_rate * (1.0 - iteration / self.config.max_iterations) ** self.config.poly_power
@@ -343,7 +371,7 @@ class DinoMixTrainer:
         if self.semi_supervised:
             unl = self._sample(self.unlabeled, cfg.batch_size_unlabeled, labeled=False)
             with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
-                ema_logits = self.ema(unl.image)
+                ema_logits = self.ema(unl.weak if unl.weak is not None else unl.image)
             y_u, conf, _ = pseudo_labels(ema_logits.float(), cfg.confidence_threshold)
             unsup_w = pseudo_w if cfg.use_consistency else 0.0
             logs["confident"] = float(conf.float().mean())

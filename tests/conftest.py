@@ -88,7 +88,9 @@ def start_server(
     monailabel = Path(sys.executable).parent / "monailabel"
     cmd = [str(monailabel), "start_server", "--app", str(APP_DIR), "--studies", str(studies), "--host", "127.0.0.1",
            "--port", str(port), "--conf", "model_dir", str(model_dir)]
-    for k, v in (conf or {}).items():
+    # no starter model unless a test asks for one: these servers start with nothing to serve, like a deployment
+    # whose starter was removed (tests/test_day_one.py covers the shipped starter)
+    for k, v in {"starter": "none", **(conf or {})}.items():
         cmd += ["--conf", k, str(v)]
     fh = open(log, "wb")
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=server_env(env), start_new_session=True)
@@ -139,7 +141,7 @@ def app_client(tmp_path_factory, sample_studies_src):
     shutil.copytree(sample_studies_src, studies)
     from monailabel.config import settings
 
-    conf = {"model_dir": str(root / "model")}
+    conf = {"model_dir": str(root / "model"), "starter": "none"}
     values = {
         "MONAI_LABEL_APP_DIR": str(APP_DIR),
         "MONAI_LABEL_STUDIES": str(studies),

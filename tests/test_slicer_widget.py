@@ -563,3 +563,21 @@ def test_real_logic_full_loop_on_the_live_server(env, make_widget, live_server, 
     assert w.ui.statusLabel.text == "Training stopped without publishing a new model."
     assert not [m for m in slicer.util.messages if m["kind"] == "confirm"]
     assert _errors(slicer) == []
+
+
+@pytest.mark.parametrize(
+    "status, text",
+    [
+        ({"listed": False, "model_present": None}, "no trained model yet: submit a label and Retrain"),
+        ({"listed": True, "model_present": False}, "no trained model yet: submit a label and Retrain"),
+        ({"listed": True, "model_present": None}, "model listed"),
+        ({"listed": True, "model_present": True, "details": {"model_source": "starter", "model_label_ids": [1, 6]}},
+         "starter model (shipped with the app), trained on label ids 1, 6"),
+        ({"listed": True, "model_present": True, "details": {"model_source": "retrained", "model_version": 3}},
+         "retrained model version 3"),
+        ({"listed": True, "model_present": True, "details": {}}, "trained model present"),
+    ],
+)
+def test_connect_says_which_model_is_served(env, status, text):
+    DinoMix, _, _ = env
+    assert DinoMix.served_model_text(status) == text

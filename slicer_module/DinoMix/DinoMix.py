@@ -73,6 +73,25 @@ class DinoMix(ScriptedLoadableModule):
 #
 
 
+def served_model_text(status: dict) -> str:
+    """What the server serves, from ``client.model_status``: starter or retrained model, its version and label ids."""
+    details = status.get("details") or {}
+    present = status.get("model_present")
+    if present is None and status.get("listed"):
+        return "model listed"
+    if not present:
+        return "no trained model yet: submit a label and Retrain"
+    source = details.get("model_source")
+    if source == "starter":
+        text = "starter model (shipped with the app)"
+    elif source == "retrained":
+        text = f"retrained model version {details.get('model_version')}"
+    else:
+        text = "trained model present"
+    ids = details.get("model_label_ids")
+    return text + (f", trained on label ids {', '.join(str(i) for i in ids)}" if ids else "")
+
+
 class DinoMixWidget(ScriptedLoadableModuleWidget):
     """GUI of the module: reads fields, calls :class:`DinoMixLogic`, shows results and errors.
 
@@ -182,11 +201,7 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         summary = summary or {}
         qt.QSettings().setValue(SETTINGS_URL_KEY, url)
         qt.QSettings().setValue(SETTINGS_USER_KEY, user)
-        status = summary.get("model_status") or {}
-        present = status.get("model_present")
-        model_text = {True: "trained model present", False: "no trained model yet"}.get(
-            present, "model listed" if status.get("listed") else "model not loaded"
-        )
+        model_text = served_model_text(summary.get("model_status") or {})
         models = ", ".join(summary.get("models") or []) or "none"
         self.ui.serverInfoLabel.text = f"{summary.get('name', 'MONAI Label')}: models {models}; {model_text}"
 

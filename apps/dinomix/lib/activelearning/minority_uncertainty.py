@@ -17,12 +17,12 @@ logger = logging.getLogger(__name__)
 
 class MinorityUncertainty(Strategy):
     """Scores every unlabeled image with :func:`dinomix_core.active.minority_uncertainty` (cached per model
-    version); falls back to a random unlabeled image while no model is published."""
+    version, the starter model's too); falls back to a random unlabeled image while no model can be served."""
 
     def __init__(self, registry: ModelRegistry):
         super().__init__("Unlabeled image where the small organs (esophagus, veins, adrenals) are most uncertain")
         self.registry = registry
-        self.predictor = Predictor(str(registry.model_path))
+        self.predictor = Predictor(str(registry.model_path), fallback_path=registry.starter_path)
 
     def _cache_path(self):
         return os.path.join(str(self.registry.model_dir), "minority_uncertainty.json")
@@ -31,11 +31,12 @@ class MinorityUncertainty(Strategy):
         images = sorted(datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels")))
         if not images:
             return None
-        if not self.registry.has_model():
+        served = self.registry.served_path()
+        if served is None:
             image = random.choice(images)
             logger.info("no model yet: random unlabeled image %s", image)
             return {"id": image, "strategy": "random (no model yet)"}
-        stamp = str(os.stat(self.registry.model_path).st_mtime_ns)
+        stamp = f"{served.name}:{os.stat(served).st_mtime_ns}"
         cache = {}
         try:
             with open(self._cache_path()) as f:

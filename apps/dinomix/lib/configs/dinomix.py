@@ -29,6 +29,8 @@ class DinoMix(TaskConfig):
     - ``max_iterations``: default training iterations per Retrain (default 200).
     - ``device``: ``auto`` (default), ``cpu``, ``cuda``, ``cuda:N`` for training.
     - ``model_dir``: where published models live (default ``APP/model``).
+    - ``starter``: the model served until the first Retrain publishes one, and that Retrain's warm start (default
+      ``APP/model/pretrained_dinomix.pt``, shipped with the app; ``none``: no starter).
     - ``max_voxels``: refuse larger images at inference (default 524288000).
     - ``allow_empty_labels``: accept all-background corrections (default false).
     - ``max_upload_mb``: refuse request bodies larger than this with 413 (default 4096; 0: no limit).
@@ -37,7 +39,13 @@ class DinoMix(TaskConfig):
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.model_dir = conf.get("model_dir", model_dir)
-        self.registry = ModelRegistry(self.model_dir, name="dinomix")
+        # MONAI Label's radiology convention: pretrained_<name>.pt beside the published model, served until the
+        # first Retrain publishes one (and the first Retrain's warm start)
+        starter = str(conf.get("starter", os.path.join(model_dir, f"pretrained_{name}.pt"))).strip()
+        self.starter_path = None if starter.lower() in ("", "none") else starter
+        if self.starter_path and not os.path.isfile(self.starter_path):
+            logger.warning("DINO-Mix: no starter model at %s", self.starter_path)
+        self.registry = ModelRegistry(self.model_dir, name="dinomix", starter_path=self.starter_path)
         self.labels = {n: i + 1 for i, n in enumerate(ORGANS)}
         # validate app options once, at start-up: a typo fails loudly here rather than at the first Retrain
         self.train_defaults = parse_train_options(

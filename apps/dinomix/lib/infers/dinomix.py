@@ -17,6 +17,11 @@ from dinomix_core.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
+NO_MODEL = (
+    "the dinomix model is not ready: no trained DINO-Mix model and no starter model. Submit a label and click "
+    "Retrain (or run `dinomix train`)."
+)
+
 
 class DinoMixInfer(InferTask):
     """DINO-Mix (arXiv 2602.07819) multi-organ CT segmentation.
@@ -32,24 +37,29 @@ class DinoMixInfer(InferTask):
             description="DINO-Mix: 13 abdominal organs (Synapse order), semi-supervised with DINOv3 distillation",
         )
         self.registry = registry
-        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels)
+        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path)
 
     def is_valid(self) -> bool:
-        # listed even before the first training, so clients can see it and start a Retrain
-        return True
+        # MONAI Label lists only valid models in /info: with nothing to serve, the stock Slicer plugin then shows no
+        # segmentation model and does not run one after Next Sample (the train task stays listed for a Retrain)
+        return self.registry.served_path() is not None
 
     def info(self) -> Dict[str, Any]:
         i = super().info()
-        cur = self.registry.current()
-        i["model_present"] = cur is not None
-        i["model_status"] = (
-            f"model version {cur.get('version')} published {cur.get('published_at', '?')}" if cur else
-            "no trained model yet: submit labels and click Retrain (or run `dinomix train`)"
-        )
-        if cur:
-            i["model_version"] = cur.get("version")
-            i["model_published_at"] = cur.get("published_at")
-            i["model_trained_on"] = len(cur.get("labeled_ids") or [])
+        served = self.registry.served()
+        i["model_present"] = served is not None
+        if served is None:
+            i["model_status"] = NO_MODEL
+            return i
+        i["model_source"] = served["source"]
+        i["model_version"] = served.get("version")
+        i["model_label_ids"] = served.get("label_ids")
+        if served["source"] == "starter":
+            i["model_status"] = "starter model shipped with the app (trained on the sample studies); Retrain to adapt it"
+        else:
+            i["model_status"] = f"retrained model version {served.get('version')} published {served.get('published_at', '?')}"
+            i["model_published_at"] = served.get("published_at")
+            i["model_trained_on"] = len(served.get("labeled_ids") or [])
         return i
 
     def __call__(self, request) -> Tuple[Union[str, None], Dict]:
@@ -59,8 +69,8 @@ class DinoMixInfer(InferTask):
         t0 = time.time()
         try:
             label, affine = self.predictor.predict(image)
-        except ModelNotFoundError as e:
-            raise HTTPException(status_code=409, detail=str(e))
+        except ModelNotFoundError:
+            raise HTTPException(status_code=409, detail=NO_MODEL)
         except InvalidVolumeError as e:
             raise HTTPException(status_code=422, detail=str(e))
         t1 = time.time()
@@ -73,5 +83,8 @@ class DinoMixInfer(InferTask):
         return out, {
             "label_names": self.labels,
             "latencies": {"infer": round(t1 - t0, 3), "write": round(time.time() - t1, 3), "total": round(time.time() - t0, 3)},
-            "model": {"iteration": meta.get("iteration"), "saved_at": meta.get("saved_at")},
+            "model": {
+                "source": self.predictor.source, "iteration": meta.get("iteration"), "saved_at": meta.get("saved_at"),
+                "label_ids": meta.get("label_ids"),
+            },
         }

@@ -35,5 +35,5 @@ class DinoMixTrain(TrainTask):
         ]
         unlabeled = [(i, datastore.get_image_uri(i)) for i in datastore.get_unlabeled_images(tag)]
         logger.info("DINO-Mix training: %d labeled, %d unlabeled; options %s", len(labeled), len(unlabeled), options)
-        job = TrainingJob(str(self.registry.model_dir), options)
+        job = TrainingJob(str(self.registry.model_dir), options, starter_path=self.registry.starter_path)
         return job.run(labeled, unlabeled)
