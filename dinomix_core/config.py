@@ -86,6 +86,9 @@ class DinoMixConfig:
         optimizer: "sgd" (baselines' recipe) or "adamw".
         learning_rate, momentum, weight_decay, poly_power: optimiser and poly learning-rate decay.
         val_interval: validate every N iterations (0 = only at the end).
+        crop_foreground_prob: probability that a labeled training patch is centred on an organ voxel.
+        crop_class_balanced: draw that organ uniformly among the organs present (else: a random foreground voxel,
+            which is mostly liver).
         augment: augment training patches (``dinomix_core.augment``); the EMA teacher sees a weak view of each
             unlabeled patch and the student a strong one.
         aug_spatial_prob: probability of a random rotation + scaling per patch (0: no spatial augmentation).
@@ -143,6 +146,8 @@ class DinoMixConfig:
     weight_decay: float = 3e-5
     poly_power: float = 0.9
     val_interval: int = 50
+    crop_foreground_prob: float = 0.67
+    crop_class_balanced: bool = True
     augment: bool = True
     aug_spatial_prob: float = 0.8
     aug_rotate_deg: Tuple[float, float, float] = (6.0, 6.0, 15.0)
@@ -229,6 +234,8 @@ class DinoMixConfig:
             )
         if self.teacher_upsample < 1:
             raise ValueError("teacher_upsample must be >= 1.")
+        if not 0.0 <= self.crop_foreground_prob <= 1.0:
+            raise ValueError(f"crop_foreground_prob must be in [0, 1], got {self.crop_foreground_prob}.")
         if not 0.0 <= self.aug_spatial_prob <= 1.0:
             raise ValueError(f"aug_spatial_prob must be in [0, 1], got {self.aug_spatial_prob}.")
         if len(self.aug_rotate_deg) != 3 or any(not 0 <= d <= 180 for d in self.aug_rotate_deg):

@@ -60,6 +60,18 @@ class Volume:
     def shape(self) -> Tuple[int, int, int]:
         return tuple(self.image.shape[1:])  # type: ignore[return-value]
 
+    def class_voxels(self) -> Dict[int, torch.Tensor]:
+        """Voxel coordinates ``[N, 3]`` of every label id present (background excluded), computed once."""
+        cached = self.__dict__.get("_class_voxels")
+        if cached is None:
+            cached = {}
+            if self.label is not None:
+                for c in torch.unique(self.label).tolist():
+                    if c > 0:
+                        cached[int(c)] = torch.nonzero(self.label == c)
+            self.__dict__["_class_voxels"] = cached
+        return cached
+
 
 def case_id_from_path(path: str) -> str:
     name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
@@ -170,15 +182,24 @@ def random_patch_start(
     align: Sequence[int] = (1, 1, 1),
     label: Optional[torch.Tensor] = None,
     foreground_prob: float = 0.0,
+    class_voxels: Optional[Dict[int, torch.Tensor]] = None,
 ) -> Tuple[int, int, int]:
     """A random patch start inside ``shape``, snapped down to multiples of ``align``.
 
-    With probability ``foreground_prob`` (and a label with foreground), the patch is centred on a random
-    foreground voxel, so small organs are seen early (our choice, as MONAI's RandCropByPosNegLabel does).
+    With probability ``foreground_prob`` the patch is centred on an organ voxel, so small organs are seen early:
+    with ``class_voxels`` (:meth:`Volume.class_voxels`) an organ is drawn uniformly among those present and then
+    one of its voxels (class-balanced, as MONAI's ``RandCropByLabelClasses`` with equal ratios); with ``label``
+    only, a random foreground voxel (as MONAI's ``RandCropByPosNegLabel``).
     """
     centre = None
-    if label is not None and foreground_prob > 0 and torch.rand((), generator=generator).item() < foreground_prob:
-        fg = torch.nonzero(label > 0)
+    if foreground_prob > 0 and (label is not None or class_voxels) and (
+        torch.rand((), generator=generator).item() < foreground_prob
+    ):
+        if class_voxels:
+            classes = sorted(class_voxels)
+            fg = class_voxels[classes[int(torch.randint(len(classes), (), generator=generator))]]
+        else:
+            fg = torch.nonzero(label > 0)
         if len(fg):
             centre = fg[int(torch.randint(len(fg), (), generator=generator))].tolist()
     start = []

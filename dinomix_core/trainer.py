@@ -317,7 +317,8 @@ class DinoMixTrainer:
             v = volumes[int(torch.randint(len(volumes), (), generator=self.gen))]
             start = random_patch_start(
                 v.shape, cfg.patch_size, self.gen, align=(self.stride, self.stride, 1),
-                label=v.label if labeled else None, foreground_prob=0.5 if labeled else 0.0,
+                label=v.label if labeled else None, foreground_prob=cfg.crop_foreground_prob if labeled else 0.0,
+                class_voxels=v.class_voxels() if labeled and cfg.crop_class_balanced else None,
             )
             image = crop(v.image, start, cfg.patch_size)
             label = crop(v.label, start, cfg.patch_size).long() if labeled else None

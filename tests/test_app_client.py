@@ -77,7 +77,7 @@ def stop_everything(client: MONAILabelClient, timeout_s: float = 120) -> None:
 
 
 def model_version(info: Dict[str, Any]):
-    return info["models"][MODEL].get("model_version")
+    return (info["models"].get(MODEL) or {}).get("model_version")  # not listed while nothing can be served
 
 
 # ------------------------------------------------------------------------------------------------------ fixtures
@@ -127,7 +127,7 @@ def test_info_as_the_plugin_reads_it(client):
     info = client.info()
     assert "config" not in info  # the plugin refuses a server with a top-level config
     assert info["labels"] == {n: i + 1 for i, n in enumerate(ORGANS)}
-    assert MODEL in info["models"] and isinstance(info["models"][MODEL]["model_present"], bool)
+    assert MODEL in info["trainers"]  # the model itself is listed once one can be served (test_day_one.py)
     assert info["trainers"][MODEL]["config"]["max_iterations"] == 200
     assert {STRATEGY, "random", "first"} <= set(info["strategies"])
     assert MODEL in info["train_stats"]

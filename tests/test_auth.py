@@ -61,7 +61,7 @@ def test_a_refused_login_gives_the_identity_servers_reason(auth_server, user, pa
 def test_an_annotator_reads_infers_and_saves_labels_but_cannot_train(auth_server, tmp_path):
     """Roles as MONAI Label assigns them: /info, /infer and downloads for users, labels for annotators."""
     c = login(auth_server, "ann")
-    assert c.token and "dinomix" in c.info()["models"]
+    assert c.token and "dinomix" in c.info()["trainers"]
     assert c.training_running() is False  # GET /train/ needs the user role
     image_id = sorted(c.datastore("all")["objects"])[0]
     with pytest.raises(DinoMixClientError) as e:
