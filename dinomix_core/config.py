@@ -118,7 +118,7 @@ class DinoMixConfig:
     dropout: float = 0.0
     fkd_stage: int = 2
     patch_size: Tuple[int, int, int] = (96, 96, 32)
-    target_spacing: Tuple[float, float, float] = (2.0, 2.0, 3.0)
+    target_spacing: Tuple[float, float, float] = (3.0, 3.0, 3.0)
     hu_range: Tuple[float, float] = (-75.0, 275.0)
     teacher: str = "none"
     teacher_upsample: int = 1
@@ -154,7 +154,7 @@ class DinoMixConfig:
     aug_scale: float = 0.2
     aug_intensity: float = 0.1
     aug_noise_std: float = 0.03
-    aug_organ_prob: float = 0.5
+    aug_organ_prob: float = 0.8
     aug_organ_hu: Tuple[float, float] = (0.0, 250.0)
     seed: int = 0
     amp: bool = True
