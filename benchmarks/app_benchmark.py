@@ -9,6 +9,7 @@ studies (``dinomix_core.studies.prepare_studies``), then measures what a 3D Slic
   ``train_stats`` the plugin polls;
 * inference: ``POST /infer/dinomix?image=ID`` on the real sample CT, the first (cold: the model is loaded) call
   separately, then ``--infer-runs`` warm calls (median, min, max), client wall time and the server's own figure;
+  with the shipped starter model before the training, and with the retrained model after it;
 * next sample: one ``dinomix_minority_uncertainty`` call with a model (scores every unlabeled image) and a second
   one (cached scores).
 
@@ -137,7 +138,7 @@ def summarize(xs: List[float]) -> Dict[str, Any]:
 
 
 def benchmark_training(url: str, params: Dict[str, Any], timeout_s: float) -> Dict[str, Any]:
-    before = info(url)["models"][MODEL].get("model_version")
+    before = (info(url)["models"].get(MODEL) or {}).get("model_version")
     progress = []  # (seconds since POST, epoch) whenever the epoch changes
     t0 = time.monotonic()
     r = requests.post(f"{url}/train/{MODEL}", json=params, timeout=60)
@@ -149,7 +150,7 @@ def benchmark_training(url: str, params: Dict[str, Any], timeout_s: float) -> Di
     while True:
         now = time.monotonic() - t0
         i = info(url)
-        version = i["models"][MODEL].get("model_version")
+        version = (i["models"].get(MODEL) or {}).get("model_version")
         stats = i["train_stats"].get(MODEL) or {}
         if stats.get("status") == "RUNNING" and (not progress or progress[-1][1] != stats.get("epoch")):
             progress.append((round(now, 2), stats.get("epoch")))
@@ -282,6 +283,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result["server_start_s"] = round(server.wait_ready(300), 2)
         print(f"server up in {result['server_start_s']} s at {server.url}", flush=True)
+        if MODEL in info(server.url)["models"]:  # the starter model is served before any training
+            print(f"inference with the starter model on {args.image}: 1 cold + {args.infer_runs} warm ...", flush=True)
+            result["starter_inference"] = benchmark_infer(server.url, args.image, args.infer_runs, studies, work)
         params = {"max_iterations": args.iterations, "preset": args.preset, "device": args.device,
                   "teacher": args.teacher}
         print(f"training {params} ...", flush=True)

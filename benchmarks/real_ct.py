@@ -82,7 +82,7 @@ def submit_phantom_label(studies: Path) -> None:
     nib.save(out, str(studies / "labels" / "final" / f"{SUBMITTED_STUDY}.nii.gz"))
 
 
-def default_retrain(starter: Path, work: Path) -> Dict[str, Any]:
+def default_retrain(starter: Path, work: Path, iterations: Optional[int] = None) -> Dict[str, Any]:
     """The app's default Retrain over the sample studies + one submitted label, warm-started from ``starter``."""
     studies = prepare_studies(work / "studies")
     submit_phantom_label(studies)
@@ -90,12 +90,13 @@ def default_retrain(starter: Path, work: Path) -> Dict[str, Any]:
 
     labeled, unlabeled = list_studies(studies)
     ids = lambda p: Path(p).name.split(".")[0]  # noqa: E731
-    job = TrainingJob(str(work / "model"), parse_train_options({}), starter_path=str(starter))
+    request = {} if iterations is None else {"max_iterations": iterations}
+    job = TrainingJob(str(work / "model"), parse_train_options(request), starter_path=str(starter))
     stats = job.run([(ids(i), str(i), str(l)) for i, l in labeled], [(ids(i), str(i)) for i in unlabeled])
     if stats.get("status") != "DONE":
         raise SystemExit(f"the Retrain did not publish: {stats}")
     return {"model": job.registry.model_path, "train_seconds": stats["total_time"], "labeled": len(labeled),
-            "unlabeled": len(unlabeled), "iterations": stats["total_epochs"]}
+            "unlabeled": len(unlabeled), "iterations": stats["total_epochs"], "warm_start_from": stats["warm_start_from"]}
 
 
 def markdown(results: Dict[str, Any]) -> str:
@@ -120,16 +121,49 @@ def markdown(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: Dict[str, Any]) -> Dict[str, Any]:
+    """Mean and range over the seeds of each model's mean Dice and target organs."""
+    out: Dict[str, Any] = {}
+    for which in ("starter", "retrained"):
+        runs = [r[which] for r in results["runs"].values() if r.get(which)]
+        if not runs:
+            continue
+        keys = ["mean_dice"] + [k for k in TARGETS if k != "mean_present"]
+        vals = {k: [r["mean_dice"] if k == "mean_dice" else r["dice"].get(k, 0.0) for r in runs] for k in keys}
+        out[which] = {k: {"mean": round(float(np.mean(v)), 2), "min": min(v), "max": max(v)} for k, v in vals.items()}
+        out[which]["seeds"] = len(runs)
+    return out
+
+
+def merge(files: list, output: Path) -> int:
+    parts = [json.loads(Path(f).read_text()) for f in files]
+    results = dict(parts[0])
+    results["runs"] = {seed: run for part in parts for seed, run in part["runs"].items()}
+    results["runs"] = dict(sorted(results["runs"].items(), key=lambda kv: int(kv[0])))
+    results["command"] = "; ".join(part["command"] for part in parts)
+    results["summary"] = summary(results)
+    atomic_write_text(output, json.dumps(results, indent=2))
+    atomic_write_text(output.with_suffix(".md"), markdown(results))
+    print(markdown(results))
+    return 0
+
+
 def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ts-dir", default=str(REPO.parent / "shared" / "data" / "real_ct" / "ts_example"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--starter-iterations", type=int, default=STARTER_ITERATIONS)
+    p.add_argument("--retrain-iterations", type=int, default=None,
+                   help="override the app's default Retrain length (smoke tests only; results then say so)")
     p.add_argument("--shipped", action="store_true", help="seed 0: score the shipped starter instead of training it")
     p.add_argument("--no-retrain", action="store_true", help="score starters only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "real_ct.json"))
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="combine the runs of several result files (e.g. one process per seed) into --output")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.output))
     torch.set_num_threads(args.threads)
     ts = Path(args.ts_dir)
     ct, ref_path = ts / "ct.nii.gz", ts / "label.nii.gz"
@@ -144,12 +178,14 @@ def main(argv: Optional[list] = None) -> int:
         "data": "ts_example: real abdominal CT 122x101x112 at 3 mm, labels TotalSegmentator output (shared/)",
         "trained_on": "sample_data/studies only (1 real CT + SYNTHETIC phantoms)",
         "starter_iterations": args.starter_iterations,
-        "retrain_options": parse_train_options({}),
+        "retrain_options": parse_train_options(
+            {} if args.retrain_iterations is None else {"max_iterations": args.retrain_iterations}),
         "targets": TARGETS,
         "organs": list(ORGANS),
         "runs": {},
     }
-    save = lambda: (atomic_write_text(out, json.dumps(results, indent=2)),  # noqa: E731
+    save = lambda: (results.update(summary=summary(results)),  # noqa: E731
+                    atomic_write_text(out, json.dumps(results, indent=2)),
                     atomic_write_text(out.with_suffix(".md"), markdown(results)))
     with tempfile.TemporaryDirectory(prefix="dinomix_real_ct_") as tmp:
         for seed in args.seeds:
@@ -170,7 +206,7 @@ def main(argv: Optional[list] = None) -> int:
             save()
             if args.no_retrain:
                 continue
-            rt = default_retrain(starter, work / "retrain")
+            rt = default_retrain(starter, work / "retrain", args.retrain_iterations)
             run["retrained"] = score(rt.pop("model"), ct, ref, spacing)
             run["retrained"].update(rt)
             print(f"seed {seed} retrained: {json.dumps(run['retrained']['dice'])} mean "

@@ -201,7 +201,10 @@ class TrainingJob:
         def progress(p: Dict[str, Any]) -> None:
             if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt
                 self.stats["start_iteration"] = p["iteration"] - 1
-            upd = dict(epoch=p["iteration"], losses={k: round(v, 5) for k, v in p["losses"].items()}, total_time=round(p["elapsed"], 1))
+            # `total_time` only when the run ends (MONAI Label's meaning): the stock Slicer plugin shows 0 epochs done
+            # while it is set, so a running job reports `elapsed`
+            upd = dict(epoch=p["iteration"], losses={k: round(v, 5) for k, v in p["losses"].items()},
+                       elapsed=round(p["elapsed"], 1))
             if p.get("validation"):
                 upd["per_organ_dice"] = p["validation"]["per_organ_dice"]
                 upd["mean_dice"] = p["validation"]["mean_dice"]

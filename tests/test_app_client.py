@@ -182,6 +182,10 @@ def test_train_start_status_and_publish(client, trained, saved):
     assert all({"epoch", "total_epochs", "best_metric"} <= set(s) for s in polled)
     epochs = [s["epoch"] for s in polled]
     assert epochs == sorted(epochs)
+    # the stock plugin's progress bar (monitorTraining): current = 0 if total_time else epoch
+    for s in polled:
+        current = 0 if s.get("total_time") else s.get("epoch", 1)
+        assert max(1, 100 * current / s.get("total_epochs", 1)) == max(1, 100 * s["epoch"] / s["total_epochs"])
 
 
 def test_infer_with_the_published_model(client, trained, live_server):
