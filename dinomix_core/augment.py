@@ -139,6 +139,32 @@ class PatchAugmenter:
         for i, t in enumerate([*self._spatial.values(), self._organ, self._strong, self._weak]):
             t.set_random_state(seed=(int(seed) * 7919 + i) % (2**32))
 
+    def _randomizables(self) -> list:
+        """Every random state, nested ones included (MONAI's dictionary transforms wrap array transforms that
+        draw from their own ``R``)."""
+        found: list = []
+
+        def walk(obj) -> None:
+            if isinstance(obj, Randomizable) and all(obj is not f for f in found):
+                found.append(obj)
+                for value in vars(obj).values():
+                    walk(value)
+
+        for t in [*self._spatial.values(), self._organ, *self._strong.transforms, *self._weak.transforms]:
+            walk(t)
+        return found
+
+    def state_dict(self) -> dict:
+        """The random state of every transform (saved in the resume checkpoint)."""
+        return {"states": [t.R.get_state() for t in self._randomizables()]}
+
+    def load_state_dict(self, state: dict) -> None:
+        states = state.get("states") or []
+        if len(states) != len(self._randomizables()):
+            raise ValueError(f"augmentation state has {len(states)} entries, expected {len(self._randomizables())}.")
+        for t, st in zip(self._randomizables(), states):
+            t.R.set_state(st)
+
     def spatial(
         self, image: torch.Tensor, label: Optional[torch.Tensor] = None
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

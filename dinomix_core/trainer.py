@@ -270,6 +270,8 @@ class DinoMixTrainer:
         if self._ema_state is not None:
             self.ema.load_state_dict(self._ema_state)
         self.gen.set_state(ckpt["generator"])
+        if self.augmenter is not None and ckpt.get("augmenter"):
+            self.augmenter.load_state_dict(ckpt["augmenter"])
         logger.info("resumed from %s at iteration %d", path, self.start_iteration)
 
     def _save_checkpoint(self, iteration: int, finished: bool = False) -> None:
@@ -285,6 +287,7 @@ class DinoMixTrainer:
                 "best_metric": self.best_metric,
                 "history": self.history[-2000:],
                 "generator": self.gen.get_state(),
+                "augmenter": self.augmenter.state_dict() if self.augmenter is not None else None,
                 "config": self.config.to_dict(),
                 "finished": finished,
             },

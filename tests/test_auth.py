@@ -105,7 +105,7 @@ def test_an_expired_token_is_renewed_with_the_same_login(auth_server, oidc_realm
         first = c.token
         time.sleep(3)  # the token has expired
         n = sum(r.endswith("/openid-connect/token") for r in oidc_realm.requests)
-        assert "dinomix" in c.info()["models"]  # 401, a new login, the request again
+        assert "dinomix" in c.info()["trainers"]  # 401, a new login, the request again
         assert sum(r.endswith("/openid-connect/token") for r in oidc_realm.requests) == n + 1
         assert c.token != first
     finally:
@@ -132,7 +132,7 @@ def test_expired_foreign_and_symmetric_tokens_are_refused(auth_server, oidc_real
         assert e.value.status == 401, what
         assert "expired or was refused" in str(e.value), what
     good = DinoMixClient(auth_server.url, token=oidc_realm.token("adm", ADMIN_ROLES))
-    assert "dinomix" in good.info()["models"]
+    assert "dinomix" in good.info()["trainers"]
 
 
 def test_the_official_monailabel_client_logs_in_too(auth_server):
@@ -144,7 +144,7 @@ def test_the_official_monailabel_client_logs_in_too(auth_server):
     token = client.auth_token("ann", AUTH_USERS["ann"][0])
     client.update_auth(token)
     assert client.auth_valid_token()
-    assert "dinomix" in client.info()["models"]
+    assert "dinomix" in client.info()["trainers"]
 
 
 # ------------------------------------------------------------------------------------------ lib/auth.py alone

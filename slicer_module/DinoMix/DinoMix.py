@@ -201,7 +201,9 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         summary = summary or {}
         qt.QSettings().setValue(SETTINGS_URL_KEY, url)
         qt.QSettings().setValue(SETTINGS_USER_KEY, user)
-        model_text = served_model_text(summary.get("model_status") or {})
+        status = summary.get("model_status") or {}
+        present = status.get("model_present") if status.get("listed") else False
+        model_text = served_model_text(status)
         models = ", ".join(summary.get("models") or []) or "none"
         self.ui.serverInfoLabel.text = f"{summary.get('name', 'MONAI Label')}: models {models}; {model_text}"
 
