@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dinomix_core.config import ORGANS  # noqa: E402
+from dinomix_core.data import case_id_from_path  # noqa: E402
 from dinomix_core.evaluation import evaluate_case  # noqa: E402
 from dinomix_core.inference import Predictor  # noqa: E402
 from dinomix_core.phantoms import generate_phantom  # noqa: E402
@@ -89,10 +90,10 @@ def default_retrain(starter: Path, work: Path, iterations: Optional[int] = None)
     from dinomix_core.studies import list_studies
 
     labeled, unlabeled = list_studies(studies)
-    ids = lambda p: Path(p).name.split(".")[0]  # noqa: E731
     request = {} if iterations is None else {"max_iterations": iterations}
     job = TrainingJob(str(work / "model"), parse_train_options(request), starter_path=str(starter))
-    stats = job.run([(ids(i), str(i), str(l)) for i, l in labeled], [(ids(i), str(i)) for i in unlabeled])
+    stats = job.run([(case_id_from_path(i), str(i), str(l)) for i, l in labeled],
+                    [(case_id_from_path(i), str(i)) for i in unlabeled])
     if stats.get("status") != "DONE":
         raise SystemExit(f"the Retrain did not publish: {stats}")
     return {"model": job.registry.model_path, "train_seconds": stats["total_time"], "labeled": len(labeled),

@@ -106,9 +106,11 @@ class ModelRegistry:
         except OSError:
             return {}
         if key not in self._summaries:
+            from .inference import load_model_file
+
             try:
-                ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception:
+                ckpt = load_model_file(str(path))
+            except (OSError, ValueError):
                 return {}
             self._summaries = {key: {k: ckpt.get(k) for k in ("label_ids", "iteration", "saved_at")}}
         return dict(self._summaries[key])

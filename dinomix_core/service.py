@@ -184,19 +184,19 @@ class TrainingJob:
         train, val, val_note = split_validation(labeled, self.options["val_fraction"], self.options["min_labeled_for_validation"])
         self.work_dir.mkdir(parents=True, exist_ok=True)
         device = None if self.options["device"] == "auto" else self.options["device"]
+        # warm start from the served model: the last published one, else the app's starter model
+        prev = self.registry.served_path() if self.options["warm_start"] else None
         t0 = time.time()
         self.stats = {}
         self._write_stats(
             status="RUNNING", pid=os.getpid(), start_ts=t0, epoch=0, total_epochs=cfg.max_iterations, best_metric=0.0,
             labeled=len(train), unlabeled=len(unlabeled), validation=len(val), validation_note=val_note,
             options=self.options, per_organ_dice={}, losses={},
+            warm_start_from=None if prev is None else (
+                "published model" if prev == self.registry.model_path else "starter model"),
         )
         if not unlabeled:
             self._write_stats(note=_SUPERVISED_NOTE)
-        # warm start from the served model: the last published one, else the app's starter model
-        prev = self.registry.served_path() if self.options["warm_start"] else None
-        self._write_stats(warm_start_from=None if prev is None else
-                          ("published model" if prev == self.registry.model_path else "starter model"))
 
         def progress(p: Dict[str, Any]) -> None:
             if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt

@@ -193,6 +193,15 @@ def auth_server(tmp_path_factory, sample_studies_src, oidc_realm):
     stop_server(srv)
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny trainings: less contention with a server running beside them)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 #: grid of the tiny SYNTHETIC phantoms shared by the trainer and CUDA tests
 TINY_SHAPE, TINY_SPACING = (48, 48, 24), (4.0, 4.0, 6.0)
 

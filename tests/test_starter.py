@@ -18,12 +18,7 @@ from dinomix_core.service import TrainingJob, parse_train_options
 from dinomix_core.trainer import run_training
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides):

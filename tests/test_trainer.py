@@ -29,12 +29,7 @@ SHAPE, SPACING = TINY_SHAPE, TINY_SPACING  # the shared `phantoms` fixture (conf
 TEACHER_HIDDEN = TINY_TEACHER_HIDDEN  # the shared `tiny_teacher` fixture (conftest.py)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides) -> DinoMixConfig:
