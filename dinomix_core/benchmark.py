@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import DinoMixConfig, get_preset
+from .errors import DataFolderError
 from .evaluation import abbreviation, evaluate_folders, format_table, summarize, to_jsonable
 from .splits import fraction_key, load_split
 
@@ -93,10 +94,6 @@ _SYNAPSE_LAYOUTS: Tuple[Tuple[str, str], ...] = (
     ("RawData/Training/img", "RawData/Training/label"),
 )
 _MAX_LISTED = 10
-
-
-class DataFolderError(FileNotFoundError):
-    """The benchmark data folder does not have the expected layout or misses case files."""
 
 
 def _check_dataset(dataset: str) -> str:

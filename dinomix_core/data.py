@@ -24,6 +24,7 @@ from monai.transforms import (
 )
 
 from .config import DinoMixConfig
+from .errors import InvalidVolumeError
 
 __all__ = [
     "InvalidVolumeError",
@@ -36,10 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class InvalidVolumeError(ValueError):
-    """An image or label that cannot be used (unreadable, wrong dimensionality, grid mismatch, bad ids)."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from monai.transforms import Invertd, KeepLargestConnectedComponent
 
 from .config import DinoMixConfig
 from .data import InvalidVolumeError, _root, check_spatial, preprocessing
+from .errors import ModelNotFoundError
 from .networks import build_student
 
 __all__ = ["ModelNotFoundError", "Predictor", "load_model_file", "predict_file", "image_voxel_count", "DEFAULT_MAX_VOXELS"]
@@ -32,10 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: Images above this many voxels are refused rather than risking the server's memory (about 4 GB of float64).
 DEFAULT_MAX_VOXELS = 512 * 512 * 2000
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """No trained model at the given path."""
 
 
 def load_model_file(path: str) -> Dict[str, Any]:

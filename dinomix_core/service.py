@@ -8,38 +8,25 @@ and the losses.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .config import DinoMixConfig, get_preset
-from .registry import ModelRegistry, atomic_write_text
+from .config import PRESETS, DinoMixConfig, get_preset
+from .artifacts import atomic_write, pid_alive
+from .registry import ModelRegistry
 
-__all__ = ["TRAIN_OPTIONS", "parse_train_options", "TrainingJob", "read_train_stats", "split_validation"]
+__all__ = ["TrainRequest", "TrainingJob", "read_train_stats", "split_validation"]
 
 logger = logging.getLogger(__name__)
 
-#: Options a user can set per training request (shown and editable in 3D Slicer), with their defaults.
-TRAIN_OPTIONS: Dict[str, Any] = {
-    "max_iterations": 200,
-    "preset": "cpu",
-    "teacher": "none",
-    "use_fkd": True,
-    "use_pic": True,
-    "use_consistency": True,
-    "device": "auto",
-    "val_fraction": 0.2,
-    "min_labeled_for_validation": 5,
-    "warm_start": True,
-    "seed": 0,
-}
-
 _SUPERVISED_NOTE = "no usable unlabeled volume: trained supervised only (consistency and PIC need unlabeled images)"
-
-_BOOL = ("use_fkd", "use_pic", "use_consistency", "warm_start")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def _to_bool(name: str, v: Any) -> bool:
@@ -47,54 +34,113 @@ def _to_bool(name: str, v: Any) -> bool:
         return v
     if isinstance(v, (int, float)) and v in (0, 1):
         return bool(v)
-    if isinstance(v, str) and v.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-        return v.strip().lower() in ("true", "1", "yes", "on")
+    if isinstance(v, str) and v.strip().lower() in _TRUE + _FALSE:
+        return v.strip().lower() in _TRUE
     raise ValueError(f"option {name!r} must be true or false, got {v!r}.")
 
 
-def parse_train_options(request: Dict[str, Any], defaults: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Merge a training request over the defaults and validate it (``ValueError`` naming the bad option).
+def _to_number(name: str, kind: type, v: Any) -> Any:
+    try:
+        return kind(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {v!r}.") from None
 
-    Keys that are not training options (``model``, MONAI Label's ``tracking``...) are ignored. The stock
-    Slicer plugin's ``max_epochs`` is accepted as an alias of ``max_iterations``.
-    """
-    opts = dict(TRAIN_OPTIONS)
-    opts.update(defaults or {})
-    req = dict(request or {})
-    if "max_epochs" in req and "max_iterations" not in req:
-        req["max_iterations"] = req["max_epochs"]
-    for k in TRAIN_OPTIONS:
-        if k in req and req[k] is not None and req[k] != "":
-            opts[k] = req[k]
-    for key, kind in (("max_iterations", int), ("seed", int), ("min_labeled_for_validation", int),
-                      ("val_fraction", float)):
-        try:
-            opts[key] = kind(opts[key])
-        except (TypeError, ValueError):
-            what = "an integer" if kind is int else "a number"
-            raise ValueError(f"{key} must be {what}, got {opts[key]!r}.") from None
-    if not 1 <= opts["max_iterations"] <= 1_000_000:
-        raise ValueError(f"max_iterations must be between 1 and 1000000, got {opts['max_iterations']}.")
-    if not 0.0 <= opts["val_fraction"] < 1.0:
-        raise ValueError("val_fraction must be in [0, 1).")
-    for k in _BOOL:
-        opts[k] = _to_bool(k, opts[k])
-    if opts["preset"] not in ("cpu", "paper"):
-        raise ValueError(f"preset must be 'cpu' or 'paper', got {opts['preset']!r}.")
-    dev = str(opts["device"]).strip().lower()
+
+def _to_device(v: Any) -> str:
+    dev = str(v).strip().lower()
     if dev in ("", "auto", "default"):
-        dev = "auto"
-    elif not (dev == "cpu" or dev == "cuda" or dev.startswith("cuda:")):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {opts['device']!r}.")
-    opts["device"] = dev
-    opts["teacher"] = str(opts["teacher"] or "none")
-    return opts
+        return "auto"
+    if dev in ("cpu", "cuda") or dev.startswith("cuda:"):
+        return dev
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}.")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One training request, as the app's train task, the CLI and the Slicer module send it.
+
+    The fields are what a user may set per Retrain (3D Slicer shows them, with the app's defaults, from the
+    train task's ``config()``); everything else comes from the preset. Built with :meth:`from_request`, which
+    validates; turned into the run's configuration with :meth:`to_config`.
+
+    Args:
+        max_iterations: training iterations.
+        preset: a name of :data:`~dinomix_core.config.PRESETS`.
+        teacher: DINOv3 local folder or hub id, or ``none``.
+        use_fkd / use_pic / use_consistency: the DINO-Mix components (ablations).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        val_fraction / min_labeled_for_validation: the validation split (:func:`split_validation`).
+        warm_start: start from the served model (the published one, else the starter model).
+        seed: random seed.
+    """
+
+    max_iterations: int = 200
+    preset: str = "cpu"
+    teacher: str = "none"
+    use_fkd: bool = True
+    use_pic: bool = True
+    use_consistency: bool = True
+    device: str = "auto"
+    val_fraction: float = 0.2
+    min_labeled_for_validation: int = 5
+    warm_start: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_iterations <= 1_000_000:
+            raise ValueError(f"max_iterations must be between 1 and 1000000, got {self.max_iterations}.")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in [0, 1).")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(repr(p) for p in PRESETS)}, got {self.preset!r}.")
+
+    @classmethod
+    def from_request(cls, request: Optional[Mapping[str, Any]] = None,
+                     defaults: Optional["TrainRequest"] = None) -> "TrainRequest":
+        """Validate ``request`` over ``defaults`` (``ValueError`` naming the bad option).
+
+        Keys that are not fields (``model``, MONAI Label's ``tracking``...) and empty values are ignored; the
+        stock Slicer plugin's ``max_epochs`` is an alias of ``max_iterations``.
+        """
+        req = dict(request or {})
+        if "max_epochs" in req and "max_iterations" not in req:
+            req["max_iterations"] = req["max_epochs"]
+        values = (defaults or cls()).to_dict()
+        values.update({k: v for k, v in req.items() if k in values and v is not None and v != ""})
+        for f in dataclasses.fields(cls):
+            v = values[f.name]
+            if f.type in ("bool", bool):
+                values[f.name] = _to_bool(f.name, v)
+            elif f.type in ("int", int, "float", float):
+                values[f.name] = _to_number(f.name, int if f.type in ("int", int) else float, v)
+        values["device"] = _to_device(values["device"])
+        values["teacher"] = str(values["teacher"] or "none")
+        values["preset"] = str(values["preset"])
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_config(self) -> DinoMixConfig:
+        """The run's configuration: the preset with this request's settings."""
+        cfg = get_preset(
+            self.preset, max_iterations=self.max_iterations, teacher=self.teacher, use_fkd=self.use_fkd,
+            use_pic=self.use_pic, use_consistency=self.use_consistency, seed=self.seed,
+        )
+        return cfg.replace(val_interval=max(1, min(cfg.val_interval, cfg.max_iterations)))
+
+    @property
+    def torch_device(self) -> Optional[str]:
+        """The device for the trainer (None: CUDA when available)."""
+        return None if self.device == "auto" else self.device
 
 
 def split_validation(
     labeled: Sequence[Tuple[str, str, str]], fraction: float, minimum: int
 ) -> Tuple[List[Tuple[str, str, str]], List[Tuple[str, str, str]], str]:
     """Hold back every k-th labeled case (sorted by id) for validation when there are at least ``minimum``.
+
+    The one validation rule of the app, the CLI and the benchmarks.
 
     Returns (train, validation, note) where note says why there is no validation set when there is none.
     """
@@ -111,16 +157,6 @@ def split_validation(
     return train, val, f"validation on {len(val)} held-back labeled volume(s)"
 
 
-def _pid_alive(pid: Optional[int]) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def read_train_stats(model_dir: str) -> Dict[str, Any]:
     """The last training's stats; a run whose process died is reported as INTERRUPTED."""
     path = Path(model_dir) / "train" / "train_stats.json"
@@ -130,7 +166,7 @@ def read_train_stats(model_dir: str) -> Dict[str, Any]:
         stats = json.loads(path.read_text())
     except (ValueError, OSError):
         return {}
-    if stats.get("status") == "RUNNING" and not _pid_alive(stats.get("pid")):
+    if stats.get("status") == "RUNNING" and not pid_alive(stats.get("pid")):
         stats["status"] = "INTERRUPTED"
     return stats
 
@@ -140,8 +176,7 @@ class TrainingJob:
 
     Args:
         model_dir: the model folder (published model, history, ``train/`` working folder).
-        base_config: the app's configuration (preset, teacher) that request options refine.
-        options: validated options from :func:`parse_train_options`.
+        request: the validated request (:meth:`TrainRequest.from_request`).
         should_stop: polled every iteration.
         starter_path: the app's starter model, the warm start while nothing is published.
     """
@@ -149,73 +184,60 @@ class TrainingJob:
     def __init__(
         self,
         model_dir: str,
-        options: Dict[str, Any],
-        base_overrides: Optional[Dict[str, Any]] = None,
+        request: TrainRequest,
         should_stop: Optional[Callable[[], bool]] = None,
         starter_path: Optional[str] = None,
     ) -> None:
+        if not isinstance(request, TrainRequest):
+            raise TypeError(f"request must be a TrainRequest, got {type(request).__name__}.")
         self.model_dir = Path(model_dir)
         self.registry = ModelRegistry(str(self.model_dir), starter_path=starter_path)
         self.work_dir = self.model_dir / "train"
-        self.options = options
-        self.base_overrides = dict(base_overrides or {})
+        self.request = request
         self.should_stop = should_stop
         self.stats: Dict[str, Any] = {}
 
-    def config(self) -> DinoMixConfig:
-        o = self.options
-        overrides = dict(self.base_overrides)
-        overrides.update(
-            max_iterations=o["max_iterations"], teacher=o["teacher"], use_fkd=o["use_fkd"], use_pic=o["use_pic"],
-            use_consistency=o["use_consistency"], seed=o["seed"],
-        )
-        cfg = get_preset(o["preset"], **overrides)
-        return cfg.replace(val_interval=max(1, min(cfg.val_interval, cfg.max_iterations)))
-
     def _write_stats(self, **updates: Any) -> None:
         self.stats.update(updates)
-        atomic_write_text(self.work_dir / "train_stats.json", json.dumps(self.stats, indent=2, default=str))
+        atomic_write(self.work_dir / "train_stats.json", json.dumps(self.stats, indent=2, default=str))
+
+    def _progress(self, p: Dict[str, Any]) -> None:
+        if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt
+            self.stats["start_iteration"] = p["iteration"] - 1
+        # `total_time` only when the run ends (MONAI Label's meaning): the stock Slicer plugin shows 0 epochs done
+        # while it is set, so a running job reports `elapsed`
+        upd = dict(epoch=p["iteration"], losses={k: round(v, 5) for k, v in p["losses"].items()},
+                   elapsed=round(p["elapsed"], 1), best_metric=max(0.0, p.get("best_metric", 0.0)))
+        if p.get("validation"):
+            upd.update(per_organ_dice=p["validation"]["per_organ_dice"], mean_dice=p["validation"]["mean_dice"])
+        self._write_stats(**upd)
+
+    def _start(self, cfg: DinoMixConfig, train: Sequence, val: Sequence, note: str, unlabeled: Sequence,
+               warm: Optional[Path]) -> None:
+        self.stats = {}
+        self._write_stats(
+            status="RUNNING", pid=os.getpid(), start_ts=time.time(), epoch=0, total_epochs=cfg.max_iterations,
+            best_metric=0.0, labeled=len(train), unlabeled=len(unlabeled), validation=len(val), validation_note=note,
+            options=self.request.to_dict(), per_organ_dice={}, losses={},
+            warm_start_from=None if warm is None else (
+                "published model" if warm == self.registry.model_path else "starter model"),
+            **({"note": _SUPERVISED_NOTE} if not unlabeled else {}),
+        )
 
     def run(self, labeled: Sequence[Tuple[str, str, str]], unlabeled: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
         """Train on (id, image, label) labeled and (id, image) unlabeled cases; publish; return the stats."""
-        from .trainer import TrainingError, run_training
+        from .trainer import run_training
 
-        cfg = self.config()
-        train, val, val_note = split_validation(labeled, self.options["val_fraction"], self.options["min_labeled_for_validation"])
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        device = None if self.options["device"] == "auto" else self.options["device"]
+        cfg = self.request.to_config()
+        train, val, note = split_validation(labeled, self.request.val_fraction, self.request.min_labeled_for_validation)
         # warm start from the served model: the last published one, else the app's starter model
-        prev = self.registry.served_path() if self.options["warm_start"] else None
-        t0 = time.time()
-        self.stats = {}
-        self._write_stats(
-            status="RUNNING", pid=os.getpid(), start_ts=t0, epoch=0, total_epochs=cfg.max_iterations, best_metric=0.0,
-            labeled=len(train), unlabeled=len(unlabeled), validation=len(val), validation_note=val_note,
-            options=self.options, per_organ_dice={}, losses={},
-            warm_start_from=None if prev is None else (
-                "published model" if prev == self.registry.model_path else "starter model"),
-        )
-        if not unlabeled:
-            self._write_stats(note=_SUPERVISED_NOTE)
-
-        def progress(p: Dict[str, Any]) -> None:
-            if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt
-                self.stats["start_iteration"] = p["iteration"] - 1
-            # `total_time` only when the run ends (MONAI Label's meaning): the stock Slicer plugin shows 0 epochs done
-            # while it is set, so a running job reports `elapsed`
-            upd = dict(epoch=p["iteration"], losses={k: round(v, 5) for k, v in p["losses"].items()},
-                       elapsed=round(p["elapsed"], 1))
-            if p.get("validation"):
-                upd["per_organ_dice"] = p["validation"]["per_organ_dice"]
-                upd["mean_dice"] = p["validation"]["mean_dice"]
-            upd["best_metric"] = max(0.0, p.get("best_metric", 0.0))
-            self._write_stats(**upd)
-
+        warm = self.registry.served_path() if self.request.warm_start else None
+        self._start(cfg, train, val, note, unlabeled, warm)
         try:
             summary = run_training(
                 cfg, [(i, l) for _, i, l in train], [i for _, i in unlabeled], str(self.work_dir),
-                validation=[(i, l) for _, i, l in val], init_checkpoint=str(prev) if prev else None, resume=True,
-                progress=progress, device=device, should_stop=self.should_stop,
+                validation=[(i, l) for _, i, l in val], init_checkpoint=str(warm) if warm else None, resume=True,
+                progress=self._progress, device=self.request.torch_device, should_stop=self.should_stop,
             )
         except Exception as e:  # any failure is reported as FAILED in the stats, then re-raised
             self._write_stats(status="FAILED", error=f"{type(e).__name__}: {e}", end_ts=time.time())
@@ -228,9 +250,9 @@ class TrainingJob:
             extra={"validation_ids": [c[0] for c in val], "unlabeled_count": len(unlabeled)},
         )
         self._write_stats(
-            status="DONE", end_ts=time.time(), total_time=round(time.time() - t0, 1), published_version=entry["version"],
-            published_at=entry["published_at"], skipped=summary.get("skipped", []),
-            best_metric=max(0.0, summary.get("best_metric") or 0.0),
+            status="DONE", end_ts=time.time(), total_time=round(time.time() - self.stats["start_ts"], 1),
+            published_version=entry["version"], published_at=entry["published_at"],
+            skipped=summary.get("skipped", []), best_metric=max(0.0, summary.get("best_metric") or 0.0),
             per_organ_dice=summary.get("per_organ_dice") or self.stats.get("per_organ_dice", {}),
             **({"note": _SUPERVISED_NOTE} if not summary.get("unlabeled") else {}),
         )

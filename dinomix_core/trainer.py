@@ -46,6 +46,7 @@ from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
 from .losses import fkd_loss, region_dice_ce_terms
+from .errors import TrainingError
 from .networks import build_student
 from .pic import PICMixer, box_mask, box_size_from_fraction
 from .teacher import TeacherFeatureCache, build_teacher, mix_features
@@ -55,10 +56,6 @@ __all__ = ["DinoMixTrainer", "run_training", "TrainingError", "atomic_save"]
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Dict[str, Any]], None]
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on (no labeled data, incompatible checkpoint, ...)."""
 
 
 def atomic_save(obj: Any, path: Path) -> None:
