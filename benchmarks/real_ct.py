@@ -38,8 +38,8 @@ from dinomix_core.data import case_id_from_path  # noqa: E402
 from dinomix_core.evaluation import evaluate_case  # noqa: E402
 from dinomix_core.inference import Predictor  # noqa: E402
 from dinomix_core.phantoms import generate_phantom  # noqa: E402
-from dinomix_core.registry import atomic_write_text  # noqa: E402
-from dinomix_core.service import TrainingJob, parse_train_options  # noqa: E402
+from dinomix_core.artifacts import atomic_write  # noqa: E402
+from dinomix_core.service import TrainingJob, TrainRequest  # noqa: E402
 from dinomix_core.starter import STARTER_ITERATIONS, train_starter  # noqa: E402
 from dinomix_core.studies import prepare_studies  # noqa: E402
 
@@ -91,7 +91,7 @@ def default_retrain(starter: Path, work: Path, iterations: Optional[int] = None)
 
     labeled, unlabeled = list_studies(studies)
     request = {} if iterations is None else {"max_iterations": iterations}
-    job = TrainingJob(str(work / "model"), parse_train_options(request), starter_path=str(starter))
+    job = TrainingJob(str(work / "model"), TrainRequest.from_request(request), starter_path=str(starter))
     stats = job.run([(case_id_from_path(i), str(i), str(l)) for i, l in labeled],
                     [(case_id_from_path(i), str(i)) for i in unlabeled])
     if stats.get("status") != "DONE":
@@ -143,8 +143,8 @@ def merge(files: list, output: Path) -> int:
     results["runs"] = dict(sorted(results["runs"].items(), key=lambda kv: int(kv[0])))
     results["command"] = "; ".join(part["command"] for part in parts)
     results["summary"] = summary(results)
-    atomic_write_text(output, json.dumps(results, indent=2))
-    atomic_write_text(output.with_suffix(".md"), markdown(results))
+    atomic_write(output, json.dumps(results, indent=2))
+    atomic_write(output.with_suffix(".md"), markdown(results))
     print(markdown(results))
     return 0
 
@@ -179,15 +179,15 @@ def main(argv: Optional[list] = None) -> int:
         "data": "ts_example: real abdominal CT 122x101x112 at 3 mm, labels TotalSegmentator output (shared/)",
         "trained_on": "sample_data/studies only (1 real CT + SYNTHETIC phantoms)",
         "starter_iterations": args.starter_iterations,
-        "retrain_options": parse_train_options(
-            {} if args.retrain_iterations is None else {"max_iterations": args.retrain_iterations}),
+        "retrain_options": TrainRequest.from_request(
+            {} if args.retrain_iterations is None else {"max_iterations": args.retrain_iterations}).to_dict(),
         "targets": TARGETS,
         "organs": list(ORGANS),
         "runs": {},
     }
     save = lambda: (results.update(summary=summary(results)),  # noqa: E731
-                    atomic_write_text(out, json.dumps(results, indent=2)),
-                    atomic_write_text(out.with_suffix(".md"), markdown(results)))
+                    atomic_write(out, json.dumps(results, indent=2)),
+                    atomic_write(out.with_suffix(".md"), markdown(results)))
     with tempfile.TemporaryDirectory(prefix="dinomix_real_ct_") as tmp:
         for seed in args.seeds:
             run: Dict[str, Any] = {}

@@ -8,6 +8,7 @@ shape, spacing and orientation.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import threading
@@ -24,10 +25,11 @@ from monai.transforms import Invertd, KeepLargestConnectedComponent
 
 from .config import DinoMixConfig
 from .data import InvalidVolumeError, _root, check_spatial, preprocessing
-from .errors import ModelNotFoundError
+from .artifacts import ModelFile, atomic_write
+from .errors import ModelFileError, ModelNotFoundError
 from .networks import build_student
 
-__all__ = ["ModelNotFoundError", "Predictor", "load_model_file", "predict_file", "image_voxel_count", "DEFAULT_MAX_VOXELS"]
+__all__ = ["ModelNotFoundError", "ModelFileError", "nifti_bytes", "Predictor", "load_model_file", "predict_file", "image_voxel_count", "DEFAULT_MAX_VOXELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +37,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_VOXELS = 512 * 512 * 2000
 
 
-def load_model_file(path: str) -> Dict[str, Any]:
-    """Read a DINO-Mix model file (``{"model": state_dict, "config": {...}, ...}``)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelNotFoundError(f"no trained DINO-Mix model at {str(p)!r}: train one first (dinomix train / Retrain).")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # not a torch file (UnpicklingError, EOFError, ...): a clean error, not a traceback
-        raise ValueError(f"{str(p)!r} is not a DINO-Mix model file ({type(e).__name__}: {e}).") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{str(p)!r} is not a DINO-Mix model file (it lacks 'model' and 'config').")
-    return ckpt
+def load_model_file(path: str) -> ModelFile:
+    """Read a DINO-Mix model file for inference.
+
+    Raises:
+        ModelNotFoundError: nothing at ``path``.
+        ModelFileError: not a DINO-Mix model file (a ``ValueError``).
+    """
+    if not Path(path).is_file():
+        raise ModelNotFoundError(f"no trained DINO-Mix model at {str(path)!r}: train one first (dinomix train / Retrain).")
+    return ModelFile.load(path)
 
 
 def image_voxel_count(path: str) -> Optional[int]:
@@ -117,19 +117,16 @@ class Predictor:
                     f"no trained DINO-Mix model at {self.model_path!r}: train one first (dinomix train / Retrain)."
                 )
             if self._net is None or (path, mtime) != (self._path, self._mtime):
-                ckpt = load_model_file(path)
-                config = DinoMixConfig.from_dict(ckpt["config"])
+                mf = load_model_file(path)
+                config = DinoMixConfig.from_dict(mf.config)
                 net = build_student(config, teacher_channels=None)
-                state = {k: v for k, v in ckpt["model"].items() if not k.startswith("projection.")}
-                net.load_state_dict(state)
+                net.load_state_dict({k: v for k, v in mf.model.items() if not k.startswith("projection.")})
                 self._net = net.to(self.device).eval()
                 self.config = config
-                self.meta = {
-                    k: ckpt.get(k) for k in ("iteration", "metric", "saved_at", "trained_on", "per_organ_dice", "label_ids")
-                }
+                self.meta = dict(mf.summary(), trained_on=mf.trained_on, per_organ_dice=mf.per_organ_dice)
                 self._path, self._mtime = path, mtime
                 self.source = "retrained" if path == self.model_path else "starter"
-                logger.info("loaded DINO-Mix model %s (%s, iteration %s)", path, self.source, ckpt.get("iteration"))
+                logger.info("loaded DINO-Mix model %s (%s, iteration %s)", path, self.source, mf.iteration)
             return self._net, self.config  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -188,9 +185,13 @@ def predict_file(model_path: str, image_path: str, output_path: str, device: Opt
     label, affine = Predictor(model_path, device=device).predict(image_path)
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(label, affine)
-    img.set_data_dtype(np.uint8)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}" + (".nii.gz" if out.name.endswith(".gz") else ".nii"))
-    nib.save(img, str(tmp))
-    os.replace(tmp, out)
+    atomic_write(out, nifti_bytes(label, affine, gzip_=out.name.endswith(".gz")))
     return str(out)
+
+
+def nifti_bytes(label: np.ndarray, affine: np.ndarray, gzip_: bool = True) -> bytes:
+    """A uint8 label volume as the bytes of a (gzipped) NIfTI-1 file."""
+    img = nib.Nifti1Image(np.asarray(label, dtype=np.uint8), affine)
+    img.set_data_dtype(np.uint8)
+    data = img.to_bytes()
+    return gzip.compress(data, compresslevel=1) if gzip_ else data

@@ -13,7 +13,9 @@ The pieces, from low to high level:
 * :func:`box_mask`, :func:`cutmix` -- pasting one box from a source into a copy of a destination.
 * :func:`mix_pair` / :func:`mix_batch` -- the bidirectional labeled <-> unlabeled mixing of images,
   targets and per-voxel loss weights.
-* :class:`PICMixer` -- all of the above behind one call for the training loop.
+* :class:`PICMixer` -- all of the above behind one call for the training loop: :meth:`PICMixer.mix` returns
+  the mixed images, targets, loss weights, ground-truth masks and (cached) teacher features as a
+  :class:`PICBatch`.
 
 Conventions: spatial dims are the trailing three (x, y, z) in MONAI order; labels are integer maps
 without channel dim. The exact curriculum formula, the frequency floor and the box placement rules are
@@ -26,6 +28,8 @@ import math
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+
+from .teacher import mix_features
 
 __all__ = [
     "ClassFrequencyTracker",
@@ -40,6 +44,7 @@ __all__ = [
     "mix_pair",
     "mix_batch",
     "PICMixer",
+    "PICBatch",
     "SCHEDULES",
     "FREQUENCY_FLOOR",
 ]
@@ -508,6 +513,28 @@ def mix_batch(
     return MixedPair(*(torch.stack([p[k] for p in parts]) for k in range(len(MixedPair._fields))))
 
 
+class PICBatch(NamedTuple):
+    """A PIC-mixed training batch (:meth:`PICMixer.mix`): ``B_l`` labeled rows, then ``B_u`` unlabeled rows.
+
+    ``gt_*`` is True where the target is ground truth (the labeled patch outside the pasted unlabeled box; the
+    pasted labeled box inside an unlabeled patch); ``feats_*`` the teacher features mixed with the same boxes
+    (None without a feature cache).
+    """
+
+    image_l: torch.Tensor
+    target_l: torch.Tensor
+    weight_l: torch.Tensor
+    gt_l: torch.Tensor
+    feats_l: Optional[torch.Tensor]
+    image_u: torch.Tensor
+    target_u: torch.Tensor
+    weight_u: torch.Tensor
+    gt_u: torch.Tensor
+    feats_u: Optional[torch.Tensor]
+    boxes_l: List[Box]
+    boxes_u: List[Box]
+
+
 class PICMixer:
     """Progressive imbalance-aware CutMix for a training loop (DINO-Mix, arXiv 2602.07819).
 
@@ -611,6 +638,42 @@ class PICMixer:
         mixed = MixedPair(mixed.image_u[:bu], mixed.target_u[:bu], mixed.weight_u[:bu],
                           mixed.image_l[:bl], mixed.target_l[:bl], mixed.weight_l[:bl])
         return mixed, boxes_l, boxes_u
+
+    def mix(
+        self,
+        x_l: torch.Tensor,
+        y_l: torch.Tensor,
+        x_u: torch.Tensor,
+        y_u: torch.Tensor,
+        w_u: torch.Tensor,
+        progress: float,
+        feats_l: Optional[torch.Tensor] = None,
+        feats_u: Optional[torch.Tensor] = None,
+        feature_stride: int = 1,
+    ) -> PICBatch:
+        """One PIC step of the training loop: boxes, mixed images/targets/weights, ground-truth masks, features.
+
+        Args:
+            x_l, y_l: labeled images ``[B_l, C, X, Y, Z]`` and ground truth ``[B_l, X, Y, Z]``.
+            x_u, y_u, w_u: unlabeled images, pseudo-labels and their confidence (weight or 0/1 mask).
+            progress: training progress in [0, 1] (the curriculum's position).
+            feats_l, feats_u: cached teacher features ``[B, C_f, Xf, Yf, Z]`` of the patches, mixed with the same
+                boxes on the feature grid (:func:`~dinomix_core.teacher.mix_features`); None: no features.
+            feature_stride: the teacher's in-plane feature stride (boxes are aligned to it).
+        """
+        mixed, boxes_l, boxes_u = self(x_l, y_l, x_u, y_u, w_u, progress)
+        bl, bu = y_l.shape[0], y_u.shape[0]
+        shape, dev = tuple(y_l.shape[1:]), y_l.device
+        gt_l = torch.stack([~box_mask(shape, boxes_u[i].start, boxes_u[i].size, dev) for i in range(bl)])
+        gt_u = torch.stack([box_mask(shape, boxes_l[i].start, boxes_l[i].size, dev) for i in range(bu)])
+        f_l = f_u = None
+        if feats_l is not None and feats_u is not None:
+            f_l = torch.stack([mix_features(feats_l[i % bl], feats_u[i % bu], boxes_u[i].start, boxes_u[i].size,
+                                            feature_stride) for i in range(bl)])
+            f_u = torch.stack([mix_features(feats_u[i % bu], feats_l[i % bl], boxes_l[i].start, boxes_l[i].size,
+                                            feature_stride) for i in range(bu)])
+        return PICBatch(mixed.image_l, mixed.target_l, mixed.weight_l, gt_l, f_l,
+                        mixed.image_u, mixed.target_u, mixed.weight_u, gt_u, f_u, boxes_l, boxes_u)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"tracker": self.tracker.state_dict(), "generator": self.generator.get_state()}

@@ -15,37 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
+from .artifacts import ModelFile, ModelFileError, atomic_copy, atomic_write
 
-__all__ = ["ModelRegistry", "atomic_write_text", "atomic_copy"]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_copy(src: Path, dst: Path) -> None:
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    with open(src, "rb") as fi, open(tmp, "wb") as fo:
-        shutil.copyfileobj(fi, fo)
-        fo.flush()
-        os.fsync(fo.fileno())
-    os.replace(tmp, dst)
+__all__ = ["ModelRegistry"]
 
 
 class ModelRegistry:
@@ -106,13 +82,10 @@ class ModelRegistry:
         except OSError:
             return {}
         if key not in self._summaries:
-            from .inference import load_model_file
-
             try:
-                ckpt = load_model_file(str(path))
-            except (OSError, ValueError):
+                self._summaries = {key: ModelFile.load(path).summary()}
+            except (OSError, ModelFileError):
                 return {}
-            self._summaries = {key: {k: ckpt.get(k) for k in ("label_ids", "iteration", "saved_at")}}
         return dict(self._summaries[key])
 
     def history(self) -> List[Dict[str, Any]]:
@@ -134,9 +107,10 @@ class ModelRegistry:
     def publish(self, trained_model: str, labeled_ids: List[str], extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Publish ``trained_model`` (a model file written by the trainer); returns its history entry."""
         src = Path(trained_model)
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-            raise ValueError(f"{src} is not a DINO-Mix model file; nothing published.")
+        try:
+            summary = ModelFile.load(src).summary()
+        except ModelFileError as e:
+            raise ModelFileError(f"{e} Nothing published.") from e
         hist = self.history()
         version = 1 + max([int(h.get("version") or 0) for h in hist] + [0])
         dest = self.history_dir / f"{version:04d}.pt"
@@ -147,17 +121,14 @@ class ModelRegistry:
             "published_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "published_ts": time.time(),
             "labeled_ids": sorted(labeled_ids),
-            "iteration": ckpt.get("iteration"),
-            "metric": ckpt.get("metric"),
-            "label_ids": ckpt.get("label_ids"),
-            "preset": ckpt["config"].get("preset"),
+            **{k: summary[k] for k in ("iteration", "metric", "label_ids", "preset")},
         }
         entry.update(extra or {})
         atomic_copy(dest, self.model_path)
         for h in hist:
             h["current"] = False
         entry["current"] = True
-        atomic_write_text(self.history_file, json.dumps(hist + [entry], indent=2, default=str))
+        atomic_write(self.history_file, json.dumps(hist + [entry], indent=2, default=str))
         return entry
 
     def restore(self, version: int) -> Dict[str, Any]:
@@ -173,5 +144,5 @@ class ModelRegistry:
         atomic_copy(src, self.model_path)
         for h in hist:
             h["current"] = int(h.get("version") or -1) == int(version)
-        atomic_write_text(self.history_file, json.dumps(hist, indent=2, default=str))
+        atomic_write(self.history_file, json.dumps(hist, indent=2, default=str))
         return match[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from .config import DinoMixConfig, get_preset
-from .registry import atomic_copy
+from .artifacts import atomic_copy
 from .studies import list_studies
 
 __all__ = ["STARTER_ITERATIONS", "starter_config", "train_starter"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from dinomix_core import cli
 from dinomix_core.config import get_preset
 from dinomix_core.inference import ModelNotFoundError, Predictor
 from dinomix_core.registry import ModelRegistry
-from dinomix_core.service import TrainingJob, parse_train_options
+from dinomix_core.service import TrainingJob, TrainRequest
 from dinomix_core.trainer import run_training
 
 
@@ -74,13 +75,13 @@ def test_retrain_warm_starts_from_the_starter(model_files, phantoms, tmp_path, m
     monkeypatch.setattr(service, "get_preset", lambda name, **o: tiny(**{k: v for k, v in o.items() if k != "max_iterations"}))
     labeled = [(Path(i).name, i, l) for i, l in phantoms["labeled"]]
     unlabeled = [(Path(i).name, i) for i in phantoms["unlabeled"]]
-    opts = parse_train_options({"max_iterations": 2, "val_fraction": 0})
+    opts = TrainRequest.from_request({"max_iterations": 2, "val_fraction": 0})
     job = TrainingJob(str(tmp_path / "m"), opts, starter_path=str(model_files["a"]))
     stats = job.run(labeled, unlabeled)
     assert stats["status"] == "DONE" and stats["warm_start_from"] == "starter model"
     again = TrainingJob(str(tmp_path / "m"), opts, starter_path=str(model_files["a"])).run(labeled, unlabeled)
     assert again["warm_start_from"] == "published model" and again["published_version"] == 2
-    cold = TrainingJob(str(tmp_path / "cold"), dict(opts, warm_start=False), starter_path=str(model_files["a"]))
+    cold = TrainingJob(str(tmp_path / "cold"), dataclasses.replace(opts, warm_start=False), starter_path=str(model_files["a"]))
     assert cold.run(labeled, unlabeled)["warm_start_from"] is None
 
 
