@@ -7,7 +7,10 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
+
+if TYPE_CHECKING:
+    from .service import TrainRequest
 
 __all__ = ["main", "build_parser"]
 
@@ -50,36 +53,40 @@ def _init_distributed(device: Optional[str]) -> int:
     return dist.get_rank()
 
 
+def train_request(args: argparse.Namespace) -> "TrainRequest":
+    """The CLI's ``train`` arguments as the :class:`~dinomix_core.service.TrainRequest` the app also takes."""
+    from .config import PRESETS
+    from .service import TrainRequest
+
+    return TrainRequest.from_request({
+        "preset": args.preset, "teacher": args.teacher, "seed": args.seed, "device": args.device,
+        "max_iterations": args.max_iterations or PRESETS[args.preset].max_iterations,
+        "use_fkd": not args.no_fkd, "use_pic": not args.no_pic, "use_consistency": not args.no_consistency,
+        "val_fraction": args.val_fraction, "min_labeled_for_validation": args.min_labeled_for_validation,
+    })
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import get_preset
+    from .data import case_id_from_path
+    from .service import split_validation
     from .studies import list_studies
     from .trainer import run_training
 
-    overrides = {"max_iterations": args.max_iterations, "seed": args.seed}
-    if args.teacher is not None:
-        overrides["teacher"] = args.teacher
-    if args.no_fkd:
-        overrides["use_fkd"] = False
-    if args.no_pic:
-        overrides["use_pic"] = False
-    if args.no_consistency:
-        overrides["use_consistency"] = False
-    config = get_preset(args.preset, **overrides)
+    request = train_request(args)
+    config = request.to_config()
     labeled, unlabeled = list_studies(args.studies)
-    validation = []
-    if args.val_fraction > 0 and len(labeled) >= 3:
-        n_val = max(1, int(round(len(labeled) * args.val_fraction)))
-        validation, labeled = labeled[:n_val], labeled[n_val:]
+    cases = [(case_id_from_path(i), str(i), str(l)) for i, l in labeled]
+    train, val, note = split_validation(cases, request.val_fraction, request.min_labeled_for_validation)
     print(
-        f"DINO-Mix training: {len(labeled)} labeled, {len(unlabeled)} unlabeled, {len(validation)} validation volumes; "
+        f"DINO-Mix training: {len(train)} labeled, {len(unlabeled)} unlabeled, {len(val)} validation volumes ({note}); "
         f"preset {config.preset}, {config.max_iterations} iterations, teacher {config.teacher!r}",
         file=sys.stderr,
     )
-    rank = _init_distributed(args.device)
+    rank = _init_distributed(request.torch_device)
     summary = run_training(
-        config, labeled, unlabeled, args.output, validation=validation, resume=args.resume,
+        config, [c[1:] for c in train], unlabeled, args.output, validation=[c[1:] for c in val], resume=args.resume,
         init_checkpoint=args.init, progress=_progress_bar(config.max_iterations) if rank == 0 else None,
-        device=args.device,
+        device=request.torch_device,
     )
     if rank != 0:
         return 0
@@ -154,6 +161,8 @@ def cmd_prepare_studies(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import PRESETS
+
     p = argparse.ArgumentParser(prog="dinomix", description="DINO-Mix (arXiv 2602.07819) 3D CT organ segmentation")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -161,12 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on a MONAI Label studies folder (labels/final = labeled)")
     t.add_argument("--studies", required=True, help="folder of images; labels in STUDIES/labels/final")
     t.add_argument("--output", required=True, help="output folder (model.pt, checkpoint.pt, logs/, curves.png)")
-    t.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    t.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     t.add_argument("--max-iterations", type=int, default=None)
     t.add_argument("--teacher", default=None, help="DINOv3 local folder or hub id, or 'none' (default: preset's)")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (auto: CUDA if available)")
     t.add_argument("--val-fraction", type=float, default=0.0, help="labeled fraction held back for validation")
+    t.add_argument("--min-labeled-for-validation", type=int, default=5,
+                   help="hold back validation volumes only with at least this many labeled ones")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     t.add_argument("--init", default=None, help="warm-start from this model file")
     t.add_argument("--no-fkd", action="store_true")

@@ -43,6 +43,13 @@ def _tuple(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
 
+def _in_range(cfg: Any, name: str, low: float, high: float, upper_open: bool = False) -> None:
+    """``ValueError`` unless ``low <= cfg.name <= high`` (``< high`` when ``upper_open``)."""
+    v = getattr(cfg, name)
+    if not (low <= v < high if upper_open else low <= v <= high):
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}{')' if upper_open else ']'}, got {v}.")
+
+
 @dataclass(frozen=True)
 class DinoMixConfig:
     """Everything needed to rebuild, train and run a DINO-Mix model.
@@ -171,6 +178,12 @@ class DinoMixConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent setting."""
+        self._validate_network()
+        self._validate_method()
+        self._validate_optimisation()
+        self._validate_augmentation()
+
+    def _validate_network(self) -> None:
         if self.spatial_dims != 3:
             raise ValueError(f"spatial_dims must be 3 for CT volumes, got {self.spatial_dims}.")
         if self.in_channels < 1 or self.out_channels < 2:
@@ -182,6 +195,8 @@ class DinoMixConfig:
             )
         if len(self.channels) < 2 or len(self.strides) != len(self.channels) - 1:
             raise ValueError("strides must have one entry per encoder stage after the first (len(channels) - 1).")
+        if any(int(c) < 1 for c in self.channels):
+            raise ValueError(f"channels must all be positive, got {self.channels}.")
         if not 0 <= self.fkd_stage < len(self.channels):
             raise ValueError(f"fkd_stage must index an encoder stage (0..{len(self.channels) - 1}).")
         if len(self.patch_size) != 3 or any(p < 1 for p in self.patch_size):
@@ -191,64 +206,58 @@ class DinoMixConfig:
             if len(s) != 3:
                 raise ValueError(f"each stride must be (x, y, z), got {s}.")
             total = [t * int(x) for t, x in zip(total, s)]
-        for p, t in zip(self.patch_size, total):
-            if p % t:
-                raise ValueError(f"patch_size {self.patch_size} must be divisible by the total stride {tuple(total)}.")
-        if self.hu_range[0] >= self.hu_range[1]:
-            raise ValueError("hu_range must be (low, high) with low < high.")
-        if not 0.0 <= self.ema_momentum < 1.0:
-            raise ValueError("ema_momentum must be in [0, 1).")
-        if not 0.0 <= self.freq_momentum < 1.0:
-            raise ValueError("freq_momentum must be in [0, 1).")
-        if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ValueError("confidence_threshold must be in [0, 1].")
-        if self.pic_schedule not in ("linear", "cosine", "step"):
-            raise ValueError("pic_schedule must be 'linear', 'cosine' or 'step'.")
-        if not 0.0 < self.pic_schedule_fraction <= 1.0 or not 0.0 <= self.rampup_fraction <= 1.0:
-            raise ValueError("pic_schedule_fraction must be in (0, 1] and rampup_fraction in [0, 1].")
-        if any(not 0.0 < b <= 1.0 for b in self.pic_box_fraction) or len(self.pic_box_fraction) != 3:
-            raise ValueError("pic_box_fraction must be three fractions in (0, 1].")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError("optimizer must be 'sgd' or 'adamw'.")
-        if self.max_iterations < 1 or self.batch_size_labeled < 1 or self.batch_size_unlabeled < 0:
-            raise ValueError("max_iterations and batch_size_labeled must be >= 1, batch_size_unlabeled >= 0.")
-        if any(int(c) < 1 for c in self.channels):
-            raise ValueError(f"channels must all be positive, got {self.channels}.")
+        if any(p % t for p, t in zip(self.patch_size, total)):
+            raise ValueError(f"patch_size {self.patch_size} must be divisible by the total stride {tuple(total)}.")
         if self.num_res_units < 0:
             raise ValueError(f"num_res_units must be >= 0, got {self.num_res_units}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if not 0.0 <= self.sw_overlap < 1.0:
-            raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap}.")
+        if self.hu_range[0] >= self.hu_range[1]:
+            raise ValueError("hu_range must be (low, high) with low < high.")
+
+    def _validate_method(self) -> None:
+        _in_range(self, "ema_momentum", 0.0, 1.0, upper_open=True)
+        _in_range(self, "freq_momentum", 0.0, 1.0, upper_open=True)
+        _in_range(self, "confidence_threshold", 0.0, 1.0)
+        _in_range(self, "rampup_fraction", 0.0, 1.0)
+        if self.pic_schedule not in ("linear", "cosine", "step"):
+            raise ValueError("pic_schedule must be 'linear', 'cosine' or 'step'.")
+        if not 0.0 < self.pic_schedule_fraction <= 1.0:
+            raise ValueError("pic_schedule_fraction must be in (0, 1].")
+        if any(not 0.0 < b <= 1.0 for b in self.pic_box_fraction) or len(self.pic_box_fraction) != 3:
+            raise ValueError("pic_box_fraction must be three fractions in (0, 1].")
         if self.fkd_weight < 0 or self.consistency_weight < 0:
             raise ValueError(
                 f"fkd_weight and consistency_weight must be >= 0, got {self.fkd_weight} and {self.consistency_weight}."
             )
-        if self.teacher_batch_size < 1:
-            raise ValueError(f"teacher_batch_size must be >= 1, got {self.teacher_batch_size}.")
-        if self.val_interval < 0:
-            raise ValueError(f"val_interval must be >= 0 (0 = only at the end), got {self.val_interval}.")
+        if self.teacher_batch_size < 1 or self.teacher_upsample < 1:
+            raise ValueError("teacher_batch_size and teacher_upsample must be >= 1.")
+
+    def _validate_optimisation(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError("optimizer must be 'sgd' or 'adamw'.")
+        if self.max_iterations < 1 or self.batch_size_labeled < 1 or self.batch_size_unlabeled < 0:
+            raise ValueError("max_iterations and batch_size_labeled must be >= 1, batch_size_unlabeled >= 0.")
+        if self.learning_rate <= 0:
+            raise ValueError("learning_rate must be positive.")
         if not 0.0 <= self.momentum < 1.0 or self.weight_decay < 0:
             raise ValueError(
                 f"momentum must be in [0, 1) and weight_decay >= 0, got {self.momentum} and {self.weight_decay}."
             )
-        if self.teacher_upsample < 1:
-            raise ValueError("teacher_upsample must be >= 1.")
-        if not 0.0 <= self.crop_foreground_prob <= 1.0:
-            raise ValueError(f"crop_foreground_prob must be in [0, 1], got {self.crop_foreground_prob}.")
-        if not 0.0 <= self.aug_spatial_prob <= 1.0:
-            raise ValueError(f"aug_spatial_prob must be in [0, 1], got {self.aug_spatial_prob}.")
+        _in_range(self, "dropout", 0.0, 1.0, upper_open=True)
+        _in_range(self, "sw_overlap", 0.0, 1.0, upper_open=True)
+        if self.val_interval < 0:
+            raise ValueError(f"val_interval must be >= 0 (0 = only at the end), got {self.val_interval}.")
+
+    def _validate_augmentation(self) -> None:
+        _in_range(self, "crop_foreground_prob", 0.0, 1.0)
+        _in_range(self, "aug_spatial_prob", 0.0, 1.0)
+        _in_range(self, "aug_scale", 0.0, 1.0, upper_open=True)
+        _in_range(self, "aug_organ_prob", 0.0, 1.0)
         if len(self.aug_rotate_deg) != 3 or any(not 0 <= d <= 180 for d in self.aug_rotate_deg):
             raise ValueError(f"aug_rotate_deg must be three angles in [0, 180], got {self.aug_rotate_deg}.")
-        if not 0.0 <= self.aug_scale < 1.0:
-            raise ValueError(f"aug_scale must be in [0, 1), got {self.aug_scale}.")
         if min(self.aug_intensity, self.aug_noise_std) < 0:
             raise ValueError("aug_intensity and aug_noise_std must be >= 0.")
-        if not 0.0 <= self.aug_organ_prob <= 1.0 or len(self.aug_organ_hu) != 2 or self.aug_organ_hu[0] > self.aug_organ_hu[1]:
-            raise ValueError(f"aug_organ_prob must be in [0, 1] and aug_organ_hu (low, high) with low <= high, got "
-                             f"{self.aug_organ_prob} and {self.aug_organ_hu}.")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be positive.")
+        if len(self.aug_organ_hu) != 2 or self.aug_organ_hu[0] > self.aug_organ_hu[1]:
+            raise ValueError(f"aug_organ_hu must be (low, high) with low <= high, got {self.aug_organ_hu}.")
 
     @property
     def fkd_enabled(self) -> bool:
@@ -277,37 +286,23 @@ class DinoMixConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
-#: ``cpu``: a small network and patches that train usefully in minutes on 2 cores.
-#: ``paper``: the baselines' recipe (DHC): V-Net-sized network, patch 128x128x64 (x, y, z), SGD 3e-2 poly, batch 2+2.
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "cpu": dict(preset="cpu"),
-    "paper": dict(
-        preset="paper",
-        channels=(32, 64, 128, 256, 512),
-        strides=((2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)),
-        num_res_units=2,
-        dropout=0.1,
-        fkd_stage=3,
-        patch_size=(128, 128, 64),
-        target_spacing=(1.5, 1.5, 2.0),
-        optimizer="sgd",
-        learning_rate=3e-2,
-        momentum=0.9,
-        weight_decay=3e-5,
-        batch_size_labeled=2,
-        batch_size_unlabeled=2,
-        max_iterations=2400,
-        consistency_weight=0.1,
-        val_interval=200,
-        teacher_batch_size=32,
+#: The named starting points of every configuration; every list of preset choices (CLI, app, Slicer) is
+#: ``sorted(PRESETS)``. ``cpu``: a small network and patches that train usefully in minutes on 2 cores (the
+#: dataclass defaults). ``paper``: the baselines' recipe (DHC): V-Net-sized network, patch 128x128x64 (x, y, z),
+#: SGD 3e-2 poly, batch 2+2.
+PRESETS: Dict[str, DinoMixConfig] = {
+    "cpu": DinoMixConfig(preset="cpu"),
+    "paper": DinoMixConfig(
+        preset="paper", channels=(32, 64, 128, 256, 512), strides=((2, 2, 2),) * 4, num_res_units=2, dropout=0.1,
+        fkd_stage=3, patch_size=(128, 128, 64), target_spacing=(1.5, 1.5, 2.0), optimizer="sgd", learning_rate=3e-2,
+        momentum=0.9, weight_decay=3e-5, batch_size_labeled=2, batch_size_unlabeled=2, max_iterations=2400,
+        consistency_weight=0.1, val_interval=200, teacher_batch_size=32,
     ),
 }
 
 
 def get_preset(name: str, **overrides: Any) -> DinoMixConfig:
-    """The configuration of preset ``name`` (``cpu`` or ``paper``) with ``overrides`` applied."""
+    """The configuration of preset ``name`` with ``overrides`` applied (``None`` values are ignored)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
-    values = dict(PRESETS[name])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return DinoMixConfig(**values)
+    return PRESETS[name].replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -253,3 +253,26 @@ def test_infer_resamples_back_to_the_input_grid(tmp_path):
     assert pred.shape == ref.shape == (44, 38, 18)
     np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-4)
     assert pred.get_data_dtype() == np.uint8
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], dict(preset="cpu", max_iterations=300, use_fkd=True, device="auto", val_fraction=0.0, seed=0)),
+        (["--preset", "paper"], dict(preset="paper", max_iterations=2400)),
+        (["--max-iterations", "7", "--no-pic", "--no-fkd", "--device", "CPU", "--seed", "3"],
+         dict(max_iterations=7, use_pic=False, use_fkd=False, use_consistency=True, device="cpu", seed=3)),
+        (["--val-fraction", "0.25", "--min-labeled-for-validation", "2"],
+         dict(val_fraction=0.25, min_labeled_for_validation=2)),
+    ],
+)
+def test_train_arguments_are_a_train_request(argv, expected):
+    """The CLI and the app share one TrainRequest; without --max-iterations the preset's budget applies."""
+    args = cli.build_parser().parse_args(["train", "--studies", "s", "--output", "o", *argv])
+    request = cli.train_request(args).to_dict()
+    assert {k: request[k] for k in expected} == expected
+
+
+def test_train_request_errors_exit_2(capsys):
+    assert cli.main(["train", "--studies", "s", "--output", "o", "--device", "tpu"]) == 2
+    assert "device must be auto, cpu, cuda or cuda:N" in capsys.readouterr().err
