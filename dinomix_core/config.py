@@ -153,12 +153,12 @@ class DinoMixConfig:
     weight_decay: float = 3e-5
     poly_power: float = 0.9
     val_interval: int = 50
+    augment: bool = True
     crop_foreground_prob: float = 0.67
     crop_class_balanced: bool = True
-    augment: bool = True
     aug_spatial_prob: float = 0.8
-    aug_rotate_deg: Tuple[float, float, float] = (6.0, 6.0, 15.0)
     aug_scale: float = 0.2
+    aug_rotate_deg: Tuple[float, float, float] = (6.0, 6.0, 15.0)
     aug_intensity: float = 0.1
     aug_noise_std: float = 0.03
     aug_organ_prob: float = 0.8

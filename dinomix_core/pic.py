@@ -434,14 +434,8 @@ class MixedPair(NamedTuple):
 
 
 def mix_pair(
-    x_l: torch.Tensor,
-    y_l: torch.Tensor,
-    w_l: Optional[torch.Tensor],
-    x_u: torch.Tensor,
-    y_u: torch.Tensor,
-    w_u: torch.Tensor,
-    box_l: Sequence[Any],
-    box_u: Sequence[Any],
+    x_l: torch.Tensor, y_l: torch.Tensor, w_l: Optional[torch.Tensor],
+    x_u: torch.Tensor, y_u: torch.Tensor, w_u: torch.Tensor, box_l: Sequence[Any], box_u: Sequence[Any],
 ) -> MixedPair:
     """Bidirectional PIC CutMix of one labeled and one unlabeled patch (same spatial size).
 
@@ -485,14 +479,8 @@ def mix_pair(
 
 
 def mix_batch(
-    x_l: torch.Tensor,
-    y_l: torch.Tensor,
-    w_l: Optional[torch.Tensor],
-    x_u: torch.Tensor,
-    y_u: torch.Tensor,
-    w_u: torch.Tensor,
-    boxes_l: Sequence[Sequence[Any]],
-    boxes_u: Sequence[Sequence[Any]],
+    x_l: torch.Tensor, y_l: torch.Tensor, w_l: Optional[torch.Tensor], x_u: torch.Tensor, y_u: torch.Tensor,
+    w_u: torch.Tensor, boxes_l: Sequence[Sequence[Any]], boxes_u: Sequence[Sequence[Any]],
 ) -> MixedPair:
     """:func:`mix_pair` per sample of batches ``x [B, C, X, Y, Z]``, ``y, w [B, X, Y, Z]`` (one box per sample).
 
@@ -595,15 +583,8 @@ class PICMixer:
         )
 
     def __call__(
-        self,
-        x_l: torch.Tensor,
-        y_l: torch.Tensor,
-        x_u: torch.Tensor,
-        y_u: torch.Tensor,
-        w_u: torch.Tensor,
-        progress: float,
-        w_l: Optional[torch.Tensor] = None,
-        update_frequencies: bool = True,
+        self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, y_u: torch.Tensor, w_u: torch.Tensor,
+        progress: float, w_l: Optional[torch.Tensor] = None, update_frequencies: bool = True,
     ) -> Tuple[MixedPair, List[Box], List[Box]]:
         """Mix batches ``x [B, C, X, Y, Z]``, ``y/w [B, X, Y, Z]``; returns ``(mixed, boxes_l, boxes_u)``.
 
@@ -640,15 +621,8 @@ class PICMixer:
         return mixed, boxes_l, boxes_u
 
     def mix(
-        self,
-        x_l: torch.Tensor,
-        y_l: torch.Tensor,
-        x_u: torch.Tensor,
-        y_u: torch.Tensor,
-        w_u: torch.Tensor,
-        progress: float,
-        feats_l: Optional[torch.Tensor] = None,
-        feats_u: Optional[torch.Tensor] = None,
+        self, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, y_u: torch.Tensor, w_u: torch.Tensor,
+        progress: float, feats_l: Optional[torch.Tensor] = None, feats_u: Optional[torch.Tensor] = None,
         feature_stride: int = 1,
     ) -> PICBatch:
         """One PIC step of the training loop: boxes, mixed images/targets/weights, ground-truth masks, features.
