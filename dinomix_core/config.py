@@ -83,7 +83,15 @@ class DinoMixConfig:
         confidence_threshold: pseudo-label confidence below which a voxel is masked out.
         ema_momentum: EMA teacher momentum.
         pic_start_power / pic_schedule: PIC class-sampling curriculum (see ``pic.curriculum_distribution``).
-        pic_box_fraction: CutMix box size as a fraction of the patch, per axis (z, y, x).
+        pic_box_fraction: CutMix box size as a fraction of the patch, per axis (x, y, z).
+        pic_shared_box: one box per labeled/unlabeled pair, centred on a ground-truth organ drawn from the
+            curriculum, pasted both ways (BCP's one mask), instead of a second box centred on a pseudo-labeled organ.
+        warmup_fraction: fraction of training that is supervised only; at its end the EMA teacher is reset to the
+            student (BCP initialises its teacher from a supervised pre-training).
+        clean_labeled_loss: with PIC, the student also sees each labeled patch unmixed (its loss beside the mixed ones).
+        class_weighting: ``none``, or ``distdw``: DHC's distribution-aware class weights from the tracked class
+            frequencies, on the ground-truth and the pseudo-label losses (``losses.distdw_weights``).
+        class_weight_floor: the smallest DistDW weight before scaling to mean 1 (keeps background in the CE).
         freq_momentum: EMA momentum of the class-frequency tracker.
         max_iterations: training iterations.
         batch_size_labeled / batch_size_unlabeled: patches per iteration. Supervised-only training (PIC and
@@ -143,6 +151,11 @@ class DinoMixConfig:
     pic_schedule: str = "linear"
     pic_schedule_fraction: float = 0.8
     pic_box_fraction: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pic_shared_box: bool = False
+    warmup_fraction: float = 0.0
+    clean_labeled_loss: bool = False
+    class_weighting: str = "none"
+    class_weight_floor: float = 0.1
     freq_momentum: float = 0.99
     max_iterations: int = 300
     batch_size_labeled: int = 1
@@ -218,6 +231,10 @@ class DinoMixConfig:
         _in_range(self, "freq_momentum", 0.0, 1.0, upper_open=True)
         _in_range(self, "confidence_threshold", 0.0, 1.0)
         _in_range(self, "rampup_fraction", 0.0, 1.0)
+        _in_range(self, "warmup_fraction", 0.0, 1.0, upper_open=True)
+        _in_range(self, "class_weight_floor", 0.0, 1.0)
+        if self.class_weighting not in ("none", "distdw"):
+            raise ValueError(f"class_weighting must be 'none' or 'distdw', got {self.class_weighting!r}.")
         if self.pic_schedule not in ("linear", "cosine", "step"):
             raise ValueError("pic_schedule must be 'linear', 'cosine' or 'step'.")
         if not 0.0 < self.pic_schedule_fraction <= 1.0:

@@ -21,6 +21,7 @@ from monai.losses import DiceCELoss, DiceLoss
 
 __all__ = [
     "DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "region_dice_ce", "region_dice_ce_terms", "fkd_loss",
+    "distdw_weights",
 ]
 
 #: MONAI ``DiceCELoss`` settings used everywhere in DINO-Mix (see the module docstring).
@@ -145,6 +146,7 @@ def region_dice_ce_terms(
     target: torch.Tensor,
     weight: Optional[torch.Tensor],
     regions: Sequence[torch.Tensor],
+    class_weights: Optional[torch.Tensor] = None,
     include_background: bool = DICE_CE_KWARGS["include_background"],
     batch: bool = DICE_CE_KWARGS["batch"],
     smooth_nr: float = DICE_CE_KWARGS["smooth_nr"],
@@ -170,6 +172,9 @@ def region_dice_ce_terms(
         target: ``[B, X, Y, Z]`` (or ``[B, 1, ...]``) integer labels in ``[0, C)``.
         weight: ``[B, X, Y, Z]`` (or ``[B, 1, ...]``) voxel weights, or ``None`` for ones.
         regions: bool (or 0/1) masks ``[B, X, Y, Z]``, one per loss.
+        class_weights: ``[C]`` per-class weights (DHC's distribution-aware weighting, :func:`distdw_weights`):
+            CE becomes ``sum(w * cw_t * -log p_t) / sum(w * cw_t)`` (torch's weighted CE) and the Dice mean over
+            classes a ``cw``-weighted mean. ``None``: every class 1.
         include_background, batch, smooth_nr, smooth_dr: as :func:`masked_dice_ce`.
 
     Returns:
@@ -197,7 +202,12 @@ def region_dice_ce_terms(
     p_t = probs.gather(1, t)[:, 0]
     t = t[:, 0]
 
-    ce = -(w * logp_t).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-8)
+    if class_weights is None:
+        ce = -(w * logp_t).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp_min(1e-8)
+    else:
+        cw = class_weights.to(device=logp.device, dtype=logp.dtype)
+        w_ce = w * cw[t].unsqueeze(0)
+        ce = -(w_ce * logp_t).sum(dim=(1, 2)) / w_ce.sum(dim=(1, 2)).clamp_min(1e-8)
 
     # per (region, sample, class) sums; the one-hot sums are scatters of the target's voxels
     pred_o = torch.einsum("bcv,rbv->rbc", probs, w)
@@ -208,7 +218,35 @@ def region_dice_ce_terms(
         pred_o, ground_o, inter = pred_o.sum(1), ground_o.sum(1), inter.sum(1)
     first = 0 if include_background else 1
     dice = 1.0 - (2.0 * inter[..., first:] + smooth_nr) / (ground_o[..., first:] + pred_o[..., first:] + smooth_dr)
-    return dice.reshape(n_r, -1).mean(1) + ce
+    if class_weights is None:
+        return dice.reshape(n_r, -1).mean(1) + ce
+    cwd = cw[first:].expand_as(dice)
+    return (dice * cwd).reshape(n_r, -1).sum(1) / cwd.reshape(n_r, -1).sum(1).clamp_min(1e-8) + ce
+
+
+def distdw_weights(frequencies: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
+    """DHC's distribution-aware class weights (DistDW, Wang & Li, MICCAI 2023) from class voxel frequencies.
+
+    DHC: ``w_c = log(f_max / f_c) / max_c log(f_max / f_c)`` (the most frequent class gets 0, the rarest 1).
+    Ours on top: the weights are raised to at least ``floor`` (DHC's 0 for the most frequent class, background,
+    would drop background from the cross-entropy entirely) and scaled to mean 1, so the loss keeps its size.
+
+    Args:
+        frequencies: ``[C]`` voxel fractions (e.g. ``ClassFrequencyTracker.frequencies``); zeros are allowed.
+        floor: smallest weight before the scaling, in [0, 1].
+
+    Returns:
+        ``[C]`` float weights with mean 1.
+    """
+    if frequencies.ndim != 1 or frequencies.numel() < 2:
+        raise ValueError(f"frequencies must be a [C] vector with C >= 2, got shape {tuple(frequencies.shape)}.")
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be in [0, 1], got {floor}.")
+    f = frequencies.float().clamp_min(1e-8)
+    p = torch.log(f.max() / f)
+    w = p / p.max() if float(p.max()) > 0 else torch.ones_like(p)
+    w = floor + (1.0 - floor) * w
+    return w / w.mean()
 
 
 def fkd_loss(

@@ -549,6 +549,8 @@ class PICMixer:
             global RNG).
         generator: a CPU generator to draw from instead (e.g. the trainer's patch sampler, so one state
             restores both); ``seed`` is then ignored and :meth:`state_dict` still saves its state.
+        shared_box: one box per pairing, sampled on the ground truth and used in both directions (BCP's single
+            mask); the unlabeled patch's pseudo-labels then never choose where a box goes.
     """
 
     def __init__(
@@ -562,6 +564,7 @@ class PICMixer:
         freq_momentum: float = 0.99,
         seed: int = 0,
         generator: Optional[torch.Generator] = None,
+        shared_box: bool = False,
     ) -> None:
         self.box_size = _int3(box_size, "box_size")
         self.align = _int3(align, "align")
@@ -574,6 +577,7 @@ class PICMixer:
         self.schedule = schedule
         self.schedule_fraction = float(schedule_fraction)
         self.tracker = ClassFrequencyTracker(num_classes, freq_momentum)
+        self.shared_box = bool(shared_box)
         self.generator = generator if generator is not None else torch.Generator().manual_seed(int(seed))
 
     def class_probs(self, progress: float) -> torch.Tensor:
@@ -612,7 +616,8 @@ class PICMixer:
         boxes_l, boxes_u = [], []
         for li, ui in zip(il, iu):  # per pairing: the labeled box, then the unlabeled box
             boxes_l.append(sample_box(y_l[li], probs, self.box_size, self.generator, self.align))
-            boxes_u.append(sample_box(y_u_conf[ui], probs, self.box_size, self.generator, self.align))
+            boxes_u.append(boxes_l[-1] if self.shared_box else
+                           sample_box(y_u_conf[ui], probs, self.box_size, self.generator, self.align))
         mixed = mix_batch(
             x_l[il], y_l[il], None if w_l is None else w_l[il], x_u[iu], y_u[iu], w_u[iu], boxes_l, boxes_u
         )

@@ -51,7 +51,7 @@ from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
 from .errors import ModelFileError, TrainingError
-from .losses import fkd_loss, region_dice_ce_terms
+from .losses import distdw_weights, fkd_loss, region_dice_ce_terms
 from .networks import build_student
 from .pic import PICMixer, box_size_from_fraction
 from .teacher import TeacherFeatureCache, build_teacher
@@ -283,6 +283,8 @@ class DinoMixTrainer:
         # Supervised-only training puts as many labeled patches through the student as a semi-supervised step puts
         # labeled + unlabeled ones: the baselines' recipe (DHC trains its supervised V-Net on batch 4 against 2 + 2).
         self.labeled_batch = cfg.batch_size_labeled + (0 if self.semi_supervised else cfg.batch_size_unlabeled)
+        #: supervised-only iterations before the semi-supervised terms start (BCP's pre-training)
+        self.warmup_iterations = int(round(cfg.warmup_fraction * cfg.max_iterations)) if self.semi_supervised else 0
         if (cfg.use_consistency or cfg.use_pic) and not self.unlabeled:
             logger.warning("no unlabeled volumes: training supervised only (consistency and PIC need unlabeled data)")
 
@@ -316,6 +318,7 @@ class DinoMixTrainer:
             cfg.out_channels, box_size=box_size_from_fraction(cfg.patch_size, cfg.pic_box_fraction, (s, s, 1)),
             align=(s, s, 1), start_power=cfg.pic_start_power, schedule=cfg.pic_schedule,
             schedule_fraction=cfg.pic_schedule_fraction, freq_momentum=cfg.freq_momentum, generator=self.gen,
+            shared_box=cfg.pic_shared_box,
         )
 
     def build_ema(self) -> nn.Module:
@@ -460,10 +463,15 @@ class DinoMixTrainer:
                                 torch.cat([ones.bool(), torch.zeros_like(y_u, dtype=torch.bool)]),
                                 lab.image.shape[0], feats)
         m = self.mixer.mix(lab.image, lab.label, unl.image, y_u, conf, progress, lab.feats, unl.feats, self.stride)
+        # the clean labeled patches first when they are trained on too: they count as labeled rows
+        clean = [lab] if self.config.clean_labeled_loss else []
+        feats = None if m.feats_l is None else torch.cat([*(c.feats for c in clean), m.feats_l, m.feats_u])
         return StudentBatch(
-            torch.cat([m.image_l, m.image_u]), torch.cat([m.target_l, m.target_u]),
-            torch.cat([m.weight_l, m.weight_u]), torch.cat([m.gt_l, m.gt_u]), lab.image.shape[0],
-            torch.cat([m.feats_l, m.feats_u]) if m.feats_l is not None else None, pic=True,
+            torch.cat([*(c.image for c in clean), m.image_l, m.image_u]),
+            torch.cat([*(c.label for c in clean), m.target_l, m.target_u]),
+            torch.cat([*(ones for _ in clean), m.weight_l, m.weight_u]),
+            torch.cat([*(ones.bool() for _ in clean), m.gt_l, m.gt_u]),
+            lab.image.shape[0] * (1 + len(clean)), feats, pic=True,
         )
 
     def forward(self, batch: StudentBatch) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
@@ -484,14 +492,16 @@ class DinoMixTrainer:
         """Ground truth at weight 1 (labeled rows: ``sup``; GT boxes pasted into unlabeled rows: ``gt_box``),
         pseudo-labels at λ(t) (``unsup``), each scored on its own region in one pass, + FKD."""
         cfg = self.config
-        ramp = sigmoid_rampup(iteration, cfg.rampup_fraction * cfg.max_iterations)
+        semi_its = iteration - self.warmup_iterations
+        ramp = sigmoid_rampup(max(0, semi_its), cfg.rampup_fraction * (cfg.max_iterations - self.warmup_iterations))
+        cw = distdw_weights(self.tracker.frequencies, cfg.class_weight_floor) if cfg.class_weighting == "distdw" else None
         labeled_rows = (torch.arange(batch.image.shape[0], device=self.device) < batch.n_labeled).view(-1, 1, 1, 1)
         regions = {"sup": batch.is_gt & labeled_rows}
         if batch.image.shape[0] > batch.n_labeled:
             regions["unsup"] = ~batch.is_gt
             if batch.pic:
                 regions["gt_box"] = batch.is_gt & ~labeled_rows
-        terms = dict(zip(regions, region_dice_ce_terms(logits, batch.target, batch.weight, list(regions.values()))))
+        terms = dict(zip(regions, region_dice_ce_terms(logits, batch.target, batch.weight, list(regions.values()), cw)))
         unsup_w = cfg.consistency_weight * ramp if cfg.use_consistency else 0.0
         loss = terms["sup"] + unsup_w * terms.get("unsup", 0.0) + terms.get("gt_box", 0.0)
         logs = {"lr": self._lr(iteration), "ramp": ramp, **{k: float(v.detach()) for k, v in terms.items()}}
@@ -518,11 +528,21 @@ class DinoMixTrainer:
         update_ema(self.ema, self.model, self.config.ema_momentum)
 
     def train_step(self, iteration: int) -> Dict[str, float]:
-        """One iteration: sample -> pseudo-label -> mix -> forward -> loss -> step; returns the logged values."""
-        lab = self.sample(self.labeled, self.labeled_batch, labeled=True)
-        unl = self.sample(self.unlabeled, self.config.batch_size_unlabeled, labeled=False) if self.semi_supervised else None
+        """One iteration: sample -> pseudo-label -> mix -> forward -> loss -> step; returns the logged values.
+
+        During the warm-up the step is supervised only (as many labeled patches as a supervised run takes); at
+        its end the EMA teacher restarts from the student.
+        """
+        cfg = self.config
+        warm = iteration < self.warmup_iterations
+        if iteration == self.warmup_iterations > 0:
+            self.ema.load_state_dict(self.model.state_dict())
+        semi = self.semi_supervised and not warm
+        n_lab = self.labeled_batch if semi or not self.semi_supervised else cfg.batch_size_labeled + cfg.batch_size_unlabeled
+        lab = self.sample(self.labeled, n_lab, labeled=True)
+        unl = self.sample(self.unlabeled, cfg.batch_size_unlabeled, labeled=False) if semi else None
         pseudo = self.pseudo_label(unl) if unl is not None else None
-        batch = self.mix(lab, unl, pseudo, iteration / self.config.max_iterations)
+        batch = self.mix(lab, unl, pseudo, iteration / cfg.max_iterations)
         logits, proj, feats = self.forward(batch)
         loss, logs = self.compute_loss(batch, logits, proj, feats, iteration)
         self.step(loss, iteration)

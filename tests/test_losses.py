@@ -216,3 +216,37 @@ def test_fkd_grad_and_validation():
         fkd_loss(torch.randn(1, 3, 2, 2, 2), torch.randn(1, 4, 2, 2, 2))
     with pytest.raises(ValueError):
         fkd_loss(torch.randn(1, 4, 2, 2), torch.randn(1, 4, 2, 2))
+
+
+@pytest.mark.parametrize("freq, floor, expected", [
+    # DHC: log(f_max / f_c) / max -> [0, 0.5, 1] for frequencies 1, 0.1, 0.01; floor 0.1 -> [0.1, 0.55, 1]; mean 1
+    ([1.0, 0.1, 0.01], 0.1, [0.1 / 0.55, 0.55 / 0.55, 1.0 / 0.55]),
+    ([1.0, 0.1, 0.01], 0.0, [0.0, 1.0, 2.0]),
+    ([0.5, 0.5], 0.1, [1.0, 1.0]),  # balanced classes: all equal
+    ([1.0, 0.0], 1.0, [1.0, 1.0]),  # floor 1: no weighting
+])
+def test_distdw_weights(freq, floor, expected):
+    from dinomix_core.losses import distdw_weights
+
+    assert distdw_weights(torch.tensor(freq), floor).tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_class_weighted_terms_equal_the_weighted_definitions():
+    """CE = sum(w cw_t ce) / sum(w cw_t) (torch's weighted CE); Dice = cw-weighted mean over the organs."""
+    from dinomix_core.losses import region_dice_ce_terms
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 3, 4, 4, 2), torch.randint(0, 3, (2, 4, 4, 2))
+    region = torch.ones(2, 4, 4, 2, dtype=torch.bool)
+    cw = torch.tensor([0.5, 1.0, 2.0])
+    got = region_dice_ce_terms(logits, target, None, [region], cw)[0]
+    ce = torch.nn.functional.cross_entropy(logits, target, weight=cw)
+    p = torch.softmax(logits, 1)
+    dice = []
+    for c in (1, 2):
+        g = (target == c).float()
+        dice.append(1 - (2 * (p[:, c] * g).sum() + 1e-5) / (g.sum() + p[:, c].sum() + 1e-5))
+    want = ce + (1.0 * dice[0] + 2.0 * dice[1]) / 3.0
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    assert float(region_dice_ce_terms(logits, target, None, [region], torch.ones(3))[0]) == pytest.approx(
+        float(region_dice_ce_terms(logits, target, None, [region])[0]), rel=1e-6)

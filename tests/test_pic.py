@@ -284,3 +284,18 @@ def test_mixer_weights_and_unequal_batches():
     assert mixed.weight_u[0].reshape(-1).tolist() == expected
     img_u = mixed.image_u[0].reshape(-1).tolist()
     assert img_u == [1.0 if w == 1.0 else 2.0 for w in expected]  # pasted from labeled sample 0 (1.0), not 1 (5.0)
+
+
+def test_shared_box_is_one_box_both_ways():
+    """BCP's single mask: the labeled box (on the ground truth) is also where the unlabeled content goes."""
+    from dinomix_core.pic import PICMixer
+
+    y_l = torch.zeros(2, 8, 8, 4, dtype=torch.long)
+    y_l[:, 2:4, 2:4, 1:3] = 3
+    x_l, x_u = torch.zeros(2, 1, 8, 8, 4), torch.ones(2, 1, 8, 8, 4)
+    y_u, w_u = torch.full((2, 8, 8, 4), 1), torch.ones(2, 8, 8, 4)
+    m = PICMixer(4, box_size=(4, 4, 2), shared_box=True, seed=0).mix(x_l, y_l, x_u, y_u, w_u, 0.0)
+    assert m.boxes_l == m.boxes_u and all(b.label == 3 for b in m.boxes_l)
+    # every voxel is ground truth in exactly one of the two mixed patches, and images swap inside the box
+    assert torch.equal(m.gt_l, ~m.gt_u)
+    assert torch.equal(m.image_l[:, 0] == 1, ~m.gt_l) and torch.equal(m.image_u[:, 0] == 0, m.gt_u)

@@ -353,3 +353,29 @@ def test_the_consistency_ramp_scales_the_pseudo_label_loss(phantoms, tmp_path, u
         assert losses["total"] == pytest.approx(expected, rel=1e-5)
         assert ("gt_box" in losses) == use_pic
     assert records[0]["losses"]["ramp"] == pytest.approx(math.exp(-5.0))  # the pseudo-labels start almost ignored
+
+
+def test_warm_up_is_supervised_then_the_teacher_restarts_from_the_student(phantoms, tmp_path):
+    config = tiny_config(max_iterations=4, warmup_fraction=0.5, use_fkd=False, teacher="none")
+    trainer = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "w"), device="cpu")
+    seen, restarts = [], []
+    trainer.model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    load = trainer.ema.load_state_dict
+    trainer.ema.load_state_dict = lambda state: (restarts.append({k: v.clone() for k, v in state.items()}), load(state))
+    warm_logs = [trainer.train_step(it) for it in range(2)]
+    assert trainer.warmup_iterations == 2 and seen == [2, 2]  # supervised: labeled + unlabeled batch of labeled
+    assert not any("unsup" in logs for logs in warm_logs) and restarts == []
+    student = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    logs = trainer.train_step(2)
+    assert len(restarts) == 1 and all(torch.equal(restarts[0][k], student[k]) for k in student)
+    assert {"unsup", "gt_box"} <= set(logs) and logs["ramp"] == pytest.approx(math.exp(-5.0))
+
+
+def test_clean_labeled_loss_adds_the_unmixed_labeled_patches(phantoms, tmp_path):
+    config = tiny_config(max_iterations=1, clean_labeled_loss=True, pic_shared_box=True, class_weighting="distdw",
+                         use_fkd=False, teacher="none")
+    trainer = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "c"), device="cpu")
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    logs = trainer.train_step(0)
+    assert seen == [3] and {"sup", "unsup", "gt_box"} <= set(logs)  # clean labeled + mixed labeled + mixed unlabeled
