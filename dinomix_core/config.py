@@ -13,30 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-__all__ = ["ORGANS", "ORGAN_ABBREVIATIONS", "NUM_CLASSES", "SMALL_ORGANS", "DinoMixConfig", "PRESETS", "get_preset"]
+from .labels import NUM_CLASSES, ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 
-#: The 13 Synapse (BTCV) organ channels, in the benchmark's order (label id = index + 1).
-ORGANS: Tuple[str, ...] = (
-    "spleen",
-    "right kidney",
-    "left kidney",
-    "gallbladder",
-    "esophagus",
-    "liver",
-    "stomach",
-    "aorta",
-    "inferior vena cava",
-    "portal and splenic veins",
-    "pancreas",
-    "right adrenal gland",
-    "left adrenal gland",
-)
-ORGAN_ABBREVIATIONS: Tuple[str, ...] = ("Sp", "RK", "LK", "Ga", "Es", "Li", "St", "Ao", "IVC", "PSV", "PA", "RAG", "LAG")
-#: background + 13 organs
-NUM_CLASSES: int = len(ORGANS) + 1
-#: The four smallest organs by typical volume (label ids): gallbladder is variable, so we use
-#: esophagus, right and left adrenal gland and portal/splenic veins (smallest in the real sample CT).
-SMALL_ORGANS: Tuple[int, ...] = (5, 10, 12, 13)
+__all__ = ["ORGANS", "ORGAN_ABBREVIATIONS", "NUM_CLASSES", "SMALL_ORGANS", "DinoMixConfig", "PRESETS", "get_preset"]
 
 
 def _tuple(v: Any) -> Any:
@@ -69,7 +48,8 @@ class DinoMixConfig:
         fkd_stage: index of the encoder stage whose features are distilled (the projection head sits there).
         patch_size: training / sliding-window patch in MONAI array order (x, y, z); axial slices are the last axis.
         target_spacing: preprocessing voxel spacing in mm, (x, y, z) as MONAI's Spacing takes it.
-        hu_range: HU clip window, scaled to [0, 1].
+        # preprocessing
+    hu_range: HU clip window, scaled to [0, 1].
         teacher: DINOv3 local folder or hub id, or "none" to disable FKD.
         teacher_upsample: integer factor axial slices are enlarged by before the ViT, so one teacher token covers
             ``vit_patch_size / teacher_upsample`` voxels in-plane (must divide the ViT patch size).
@@ -78,15 +58,18 @@ class DinoMixConfig:
             the teacher live on every (mixed) patch (False).
         use_fkd / use_pic / use_consistency: switch each DINO-Mix component on or off (ablations).
         fkd_weight: weight beta of the FKD loss.
-        consistency_weight: maximum weight lambda of the unlabeled loss (reached at the end of the ramp-up).
+        # consistency: EMA teacher pseudo-labels
+    consistency_weight: maximum weight lambda of the unlabeled loss (reached at the end of the ramp-up).
         rampup_fraction: fraction of training over which lambda follows the sigmoid ramp-up.
         confidence_threshold: pseudo-label confidence below which a voxel is masked out.
         ema_momentum: EMA teacher momentum.
         pic_start_power / pic_schedule: PIC class-sampling curriculum (see ``pic.curriculum_distribution``).
-        pic_box_fraction: CutMix box size as a fraction of the patch, per axis (x, y, z).
+        # PIC: the CutMix curriculum
+    pic_box_fraction: CutMix box size as a fraction of the patch, per axis (x, y, z).
         pic_shared_box: one box per labeled/unlabeled pair, centred on a ground-truth organ drawn from the
             curriculum, pasted both ways (BCP's one mask), instead of a second box centred on a pseudo-labeled organ.
-        warmup_fraction: fraction of training that is supervised only; at its end the EMA teacher is reset to the
+        # recipe: warm-up, class weights, clean labeled loss
+    warmup_fraction: fraction of training that is supervised only; at its end the EMA teacher is reset to the
             student (BCP initialises its teacher from a supervised pre-training).
         clean_labeled_loss: with PIC, the student also sees each labeled patch unmixed (its loss beside the mixed ones).
         class_weighting: ``none``, or ``distdw``: DHC's distribution-aware class weights from the tracked class
@@ -107,7 +90,8 @@ class DinoMixConfig:
         augment: augment training patches (``dinomix_core.augment``); the EMA teacher sees a weak view of each
             unlabeled patch and the student a strong one.
         aug_spatial_prob: probability of a random rotation + scaling per patch (0: no spatial augmentation).
-        aug_rotate_deg: maximum rotation in degrees about the x, y and z axes (z: in the axial plane).
+        # patch sampling and augmentation
+    aug_rotate_deg: maximum rotation in degrees about the x, y and z axes (z: in the axial plane).
         aug_scale: maximum relative scaling per axis (0.2: factors in [0.8, 1.2]).
         aug_intensity: maximum global intensity scale and shift, in units of the HU window.
         aug_noise_std: standard deviation of the additive Gaussian noise, in units of the HU window.
@@ -116,68 +100,72 @@ class DinoMixConfig:
         aug_organ_hu: (low, high) HU range the organs' random mean intensities are drawn from.
         seed: random seed.
         amp: mixed precision on CUDA.
-        sw_overlap: sliding-window overlap at inference.
+        # inference
+    sw_overlap: sliding-window overlap at inference.
         keep_largest_component: at inference keep only the largest connected component of each organ (each of
             the 13 organs is one connected structure; removes scattered false positives in anatomy the training
             volumes did not cover).
     """
 
+    # network (MONAI parameter names)
     preset: str = "cpu"
     spatial_dims: int = 3
     in_channels: int = 1
     out_channels: int = NUM_CLASSES
     label_names: Tuple[str, ...] = ORGANS
-    channels: Tuple[int, ...] = (8, 16, 32, 64)
-    strides: Tuple[Tuple[int, int, int], ...] = ((2, 2, 1), (2, 2, 2), (2, 2, 2))
+    fkd_stage: int = 2
     num_res_units: int = 1
     dropout: float = 0.0
-    fkd_stage: int = 2
+    strides: Tuple[Tuple[int, int, int], ...] = ((2, 2, 1), (2, 2, 2), (2, 2, 2))
+    channels: Tuple[int, ...] = (8, 16, 32, 64)
+    hu_range: Tuple[float, float] = (-75.0, 275.0)
     patch_size: Tuple[int, int, int] = (96, 96, 32)
     target_spacing: Tuple[float, float, float] = (3.0, 3.0, 3.0)
-    hu_range: Tuple[float, float] = (-75.0, 275.0)
+    # FKD: the DINOv3 teacher
     teacher: str = "none"
+    fkd_weight: float = 0.5
     teacher_upsample: int = 1
+    use_fkd: bool = True
     teacher_batch_size: int = 16
     teacher_cache: bool = True
-    use_fkd: bool = True
-    use_pic: bool = True
-    use_consistency: bool = True
-    fkd_weight: float = 0.5
     consistency_weight: float = 1.0
     rampup_fraction: float = 0.4
-    confidence_threshold: float = 0.7
     ema_momentum: float = 0.99
+    use_consistency: bool = True
+    confidence_threshold: float = 0.7
+    pic_box_fraction: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    freq_momentum: float = 0.99
+    pic_schedule_fraction: float = 0.8
+    use_pic: bool = True
+    pic_shared_box: bool = False
     pic_start_power: float = 1.0
     pic_schedule: str = "linear"
-    pic_schedule_fraction: float = 0.8
-    pic_box_fraction: Tuple[float, float, float] = (0.5, 0.5, 0.5)
-    pic_shared_box: bool = False
     warmup_fraction: float = 0.0
-    clean_labeled_loss: bool = False
-    class_weighting: str = "none"
     class_weight_floor: float = 0.1
-    freq_momentum: float = 0.99
-    max_iterations: int = 300
-    batch_size_labeled: int = 1
+    class_weighting: str = "none"
+    clean_labeled_loss: bool = False
+    # optimisation and budget
     batch_size_unlabeled: int = 1
-    optimizer: str = "adamw"
-    learning_rate: float = 3e-3
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    poly_power: float = 0.9
     val_interval: int = 50
-    augment: bool = True
-    crop_foreground_prob: float = 0.67
-    crop_class_balanced: bool = True
-    aug_spatial_prob: float = 0.8
-    aug_scale: float = 0.2
+    amp: bool = True
+    batch_size_labeled: int = 1
+    poly_power: float = 0.9
+    optimizer: str = "adamw"
+    weight_decay: float = 3e-5
+    max_iterations: int = 300
+    momentum: float = 0.9
+    learning_rate: float = 3e-3
+    seed: int = 0
     aug_rotate_deg: Tuple[float, float, float] = (6.0, 6.0, 15.0)
+    aug_spatial_prob: float = 0.8
+    crop_class_balanced: bool = True
+    aug_scale: float = 0.2
+    aug_organ_hu: Tuple[float, float] = (0.0, 250.0)
+    aug_organ_prob: float = 0.8
     aug_intensity: float = 0.1
     aug_noise_std: float = 0.03
-    aug_organ_prob: float = 0.8
-    aug_organ_hu: Tuple[float, float] = (0.0, 250.0)
-    seed: int = 0
-    amp: bool = True
+    crop_foreground_prob: float = 0.67
+    augment: bool = True
     sw_overlap: float = 0.25
     keep_largest_component: bool = True
 
