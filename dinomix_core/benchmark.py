@@ -15,14 +15,14 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .config import DinoMixConfig, get_preset
 from .errors import DataFolderError
-from .evaluation import abbreviation, evaluate_folders, format_table, summarize, to_jsonable
-from .splits import fraction_key, load_split
+from .evaluation import evaluate_folders, format_table, summarize, to_jsonable
+from .labels import AMOS, AMOS_ORGANS, DATASETS, abbreviation, fraction_key, load_split
 
 __all__ = [
     "AMOS_ORGANS",
@@ -38,25 +38,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: AMOS 2022 label ids 1..15 (the dataset's own numbering, used unchanged as by DHC).
-AMOS_ORGANS: Tuple[str, ...] = (
-    "spleen",
-    "right kidney",
-    "left kidney",
-    "gallbladder",
-    "esophagus",
-    "liver",
-    "stomach",
-    "aorta",
-    "inferior vena cava",
-    "pancreas",
-    "right adrenal gland",
-    "left adrenal gland",
-    "duodenum",
-    "bladder",
-    "prostate/uterus",
-)
 
 #: training epochs of the baselines' recipe (docs/protocol.md); one epoch = one pass over the unlabeled cases
 #: in batches of ``batch_size_unlabeled`` (Synapse 20%: 300 x 16/2 = 2400 iterations; AMOS 5%: 200 x 103 = 20600).
@@ -98,7 +79,7 @@ _MAX_LISTED = 10
 
 def _check_dataset(dataset: str) -> str:
     name = str(dataset).lower()
-    if name not in ("synapse", "amos"):
+    if name not in DATASETS:
         raise ValueError(f"dataset must be 'synapse' or 'amos', got {dataset!r}.")
     return name
 
@@ -144,67 +125,20 @@ def validate_data_folder(
     """
     name = _check_dataset(dataset)
     info = load_split(name, split)
-    fraction = float(labeled_fraction if labeled_fraction is not None else info["default_labeled_fraction"])
-    key = fraction_key(fraction)
-    if key not in info["labeled"]:
-        raise ValueError(
-            f"{name} ({info['variant']} split) has no labeled list for fraction {fraction:g}; available: "
-            f"{', '.join(sorted(info['labeled'], key=float))}."
-        )
+    fraction, key = _labeled_key(name, info, labeled_fraction)
     data_dir = Path(data_dir).expanduser()
     if not data_dir.is_dir():
         raise DataFolderError(f"{name} data folder {data_dir} does not exist (see docs/benchmarks.md for the layout).")
-
-    ids = {role: list(info[role]) for role in ("train", "validation", "test")}
-    labeled_ids, unlabeled_ids = list(info["labeled"][key]), list(info["unlabeled"][key])
-    if name == "amos" and ct_only:
-        def ct(seq: Sequence[str]) -> List[str]:
-            return [c for c in seq if int(c.split("_")[-1]) < 500]
-
-        labeled_ids, unlabeled_ids = ct(labeled_ids), ct(unlabeled_ids)
-        ids = {k: ct(v) for k, v in ids.items()}
-
-    if name == "synapse":
-        layout = next(((data_dir / i, data_dir / l) for i, l in _SYNAPSE_LAYOUTS if (data_dir / i).is_dir()), None)
-        expected = "DATA/imagesTr/img0001.nii.gz ... and DATA/labelsTr/label0001.nii.gz ..."
-        if layout is None:
-            raise DataFolderError(
-                f"synapse data folder {data_dir} has no image folder; expected one of "
-                f"{', '.join(i for i, _ in _SYNAPSE_LAYOUTS)} with BTCV files img0001.nii.gz ... and the matching "
-                f"label folder with label0001.nii.gz ... (see docs/benchmarks.md)."
-            )
-        img_dir, lbl_dir = layout
-
-        def image(case: str, role: str) -> Path:
-            return img_dir / f"img{case}.nii.gz"
-
-        def label(case: str, role: str) -> Path:
-            return lbl_dir / f"label{case}.nii.gz"
-
-        test_label_dir = lbl_dir
-    else:
-        expected = ("DATA/imagesTr + DATA/labelsTr (amos_XXXX.nii.gz, training and validation cases) and "
-                    "DATA/imagesVa + DATA/labelsVa (test cases)")
-
-        def image(case: str, role: str) -> Path:
-            return data_dir / ("imagesVa" if role == "test" else "imagesTr") / f"{case}.nii.gz"
-
-        def label(case: str, role: str) -> Path:
-            return data_dir / ("labelsVa" if role == "test" else "labelsTr") / f"{case}.nii.gz"
-
-        test_label_dir = data_dir / "labelsVa"
-
-    needed: List[Path] = []
-    labeled = [(image(c, "train"), label(c, "train")) for c in labeled_ids]
-    unlabeled = [image(c, "train") for c in unlabeled_ids]
-    validation = [(image(c, "validation"), label(c, "validation")) for c in ids["validation"]]
-    test = [(image(c, "test"), label(c, "test")) for c in ids["test"]]
-    for pair in labeled + validation + test:
-        needed.extend(pair)
-    needed.extend(unlabeled)
+    ids = _role_ids(info, key, ct_only=name == "amos" and ct_only)
+    layout = _synapse_layout(data_dir) if name == "synapse" else _amos_layout(data_dir)
+    labeled = [(layout.image(c, "train"), layout.label(c, "train")) for c in ids["labeled"]]
+    unlabeled = [layout.image(c, "train") for c in ids["unlabeled"]]
+    validation = [(layout.image(c, "validation"), layout.label(c, "validation")) for c in ids["validation"]]
+    test = [(layout.image(c, "test"), layout.label(c, "test")) for c in ids["test"]]
+    needed = [p for pair in labeled + validation + test for p in pair] + unlabeled
     missing = [p for p in needed if not p.is_file()]
     if missing:
-        raise DataFolderError(_missing_message(name, data_dir, missing, expected))
+        raise DataFolderError(_missing_message(name, data_dir, missing, layout.expected))
     return {
         "dataset": name,
         "labeled_fraction": fraction,
@@ -214,10 +148,69 @@ def validate_data_folder(
         "unlabeled": [str(i) for i in unlabeled],
         "validation": [(str(i), str(l)) for i, l in validation],
         "test": [(str(i), str(l)) for i, l in test],
-        "test_label_dir": str(test_label_dir),
+        "test_label_dir": str(layout.test_label_dir),
         "label_names": list(AMOS_ORGANS) if name == "amos" else None,
         "ct_only": bool(ct_only and name == "amos"),
     }
+
+
+def _labeled_key(name: str, info: Mapping[str, Any], labeled_fraction: Optional[float]) -> Tuple[float, str]:
+    """The labeled fraction (default: the split's) and its key; ``ValueError`` when the split has no such list."""
+    fraction = float(labeled_fraction if labeled_fraction is not None else info["default_labeled_fraction"])
+    key = fraction_key(fraction)
+    if key not in info["labeled"]:
+        raise ValueError(
+            f"{name} ({info['variant']} split) has no labeled list for fraction {fraction:g}; available: "
+            f"{', '.join(sorted(info['labeled'], key=float))}."
+        )
+    return fraction, key
+
+
+def _role_ids(info: Mapping[str, Any], key: str, ct_only: bool) -> Dict[str, List[str]]:
+    """Case ids of each role (labeled, unlabeled, validation, test); ``ct_only``: without AMOS's MRI (ids >= 500)."""
+    ids = {"labeled": list(info["labeled"][key]), "unlabeled": list(info["unlabeled"][key]),
+           "validation": list(info["validation"]), "test": list(info["test"])}
+    if ct_only:
+        ids = {role: [c for c in seq if int(c.split("_")[-1]) < 500] for role, seq in ids.items()}
+    return ids
+
+
+class _Layout(NamedTuple):
+    """Where a dataset keeps its files: ``image(case, role)`` and ``label(case, role)`` paths."""
+
+    image: Callable[[str, str], Path]
+    label: Callable[[str, str], Path]
+    test_label_dir: Path
+    expected: str
+
+
+def _synapse_layout(data_dir: Path) -> _Layout:
+    """BTCV file names in the first of :data:`_SYNAPSE_LAYOUTS` whose image folder exists."""
+    layout = next(((data_dir / i, data_dir / l) for i, l in _SYNAPSE_LAYOUTS if (data_dir / i).is_dir()), None)
+    if layout is None:
+        raise DataFolderError(
+            f"synapse data folder {data_dir} has no image folder; expected one of "
+            f"{', '.join(i for i, _ in _SYNAPSE_LAYOUTS)} with BTCV files img0001.nii.gz ... and the matching "
+            f"label folder with label0001.nii.gz ... (see docs/benchmarks.md)."
+        )
+    img_dir, lbl_dir = layout
+    return _Layout(
+        image=lambda case, role: img_dir / f"img{case}.nii.gz",
+        label=lambda case, role: lbl_dir / f"label{case}.nii.gz",
+        test_label_dir=lbl_dir,
+        expected="DATA/imagesTr/img0001.nii.gz ... and DATA/labelsTr/label0001.nii.gz ...",
+    )
+
+
+def _amos_layout(data_dir: Path) -> _Layout:
+    """AMOS 2022's own layout: training and validation cases in ``*Tr``, test cases in ``*Va``."""
+    return _Layout(
+        image=lambda case, role: data_dir / ("imagesVa" if role == "test" else "imagesTr") / f"{case}.nii.gz",
+        label=lambda case, role: data_dir / ("labelsVa" if role == "test" else "labelsTr") / f"{case}.nii.gz",
+        test_label_dir=data_dir / "labelsVa",
+        expected=("DATA/imagesTr + DATA/labelsTr (amos_XXXX.nii.gz, training and validation cases) and "
+                  "DATA/imagesVa + DATA/labelsVa (test cases)"),
+    )
 
 
 def paper_config(
@@ -235,7 +228,7 @@ def paper_config(
     name = _check_dataset(dataset)
     extra: Dict[str, Any] = {}
     if name == "amos":
-        extra.update(out_channels=len(AMOS_ORGANS) + 1, label_names=AMOS_ORGANS)
+        extra.update(out_channels=AMOS.num_classes, label_names=AMOS.organs)
     cfg = get_preset("paper", seed=int(seed), teacher=teacher or "none", **extra)
     if max_iterations is None and num_unlabeled:
         per_epoch = math.ceil(num_unlabeled / max(cfg.batch_size_unlabeled, 1))
@@ -413,9 +406,6 @@ def benchmark_paper(
         ``{"dataset", "labeled_fraction", "seeds", "per_seed": [summary], "aggregate", "markdown", "results_json",
         "results_md"}``.
     """
-    from .inference import predict_file
-    from .trainer import run_training
-
     name = _check_dataset(dataset)
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -426,56 +416,80 @@ def benchmark_paper(
     out_root.mkdir(parents=True, exist_ok=True)
     print(f"{name}: {len(data['labeled'])} labeled, {len(data['unlabeled'])} unlabeled, {len(data['validation'])} "
           f"validation, {len(data['test'])} test cases ({data['split']} split, labeled fraction {key})", flush=True)
-    label_names = data["label_names"]
-    num_classes = len(label_names) + 1 if label_names else None
-
     summaries: List[Dict[str, Any]] = []
     for seed in seeds:
-        seed_dir = out_root / f"seed_{seed}"
-        eval_path = seed_dir / "evaluation.json"
         config = paper_config(name, seed=seed, teacher=teacher, max_iterations=max_iterations,
                               num_unlabeled=len(data["unlabeled"]))
-        if reuse and eval_path.is_file():
-            stored = json.loads(eval_path.read_text())
-            if stored.get("config", {}).get("max_iterations") == config.max_iterations:
-                print(f"seed {seed}: reusing {eval_path}", flush=True)
-                summaries.append(_restore_nan(stored["summary"]))
-                continue
-        t0 = time.time()
-        model_path = seed_dir / "model.pt"
-        train_summary: Dict[str, Any] = {}
-        done_path = seed_dir / "summary.json"
-        if reuse and model_path.is_file() and done_path.is_file():
-            prev = json.loads(done_path.read_text())
-            if int(prev.get("iterations", -1)) >= config.max_iterations and not prev.get("stopped"):
-                print(f"seed {seed}: reusing trained model {model_path}", flush=True)
-                train_summary = prev
-        if not train_summary:
-            print(f"seed {seed}: training {config.max_iterations} iterations into {seed_dir}", flush=True)
-            train_summary = run_training(
-                config, data["labeled"], data["unlabeled"], str(seed_dir), validation=data["validation"],
-                resume=True, progress=_log_progress(f"seed {seed}:"), device=device,
-            )
-            model_path = Path(train_summary.get("checkpoint") or model_path)
-        pred_dir = seed_dir / "predictions"
-        pred_dir.mkdir(parents=True, exist_ok=True)
-        for i, (img, lbl) in enumerate(data["test"], start=1):
-            target = pred_dir / _label_file_name(lbl)
-            predict_file(str(model_path), img, str(target), device=device)
-            print(f"seed {seed}: predicted {i}/{len(data['test'])} {target.name}", flush=True)
-        results = evaluate_folders(
-            pred_dir, data["test_label_dir"], mm=mm,
-            **({"num_classes": num_classes, "label_names": label_names} if label_names else {}),
-        )
-        summary = summarize(results)
-        summaries.append(summary)
-        print(f"seed {seed}: mean Dice {summary['mean_dice'] * 100:.2f} % ({time.time() - t0:.0f} s)", flush=True)
-        print(format_table(summary), flush=True)
-        eval_path.write_text(json.dumps(to_jsonable({
-            "seed": seed, "config": config.to_dict(), "summary": summary, "results": results,
-            "training": {k: v for k, v in train_summary.items() if k != "per_organ_dice"},
-        }), indent=2, default=str))
+        summaries.append(_run_seed(config, data, out_root / f"seed_{seed}", device=device, mm=mm, reuse=reuse))
+    return _write_report(name, data, seeds, teacher, summaries, out_root)
 
+
+def _run_seed(config: DinoMixConfig, data: Mapping[str, Any], seed_dir: Path, *, device: Optional[str], mm: bool,
+              reuse: bool) -> Dict[str, Any]:
+    """One seed of :func:`benchmark_paper`: train (or reuse), predict the test cases, evaluate; the summary."""
+    seed = config.seed
+    eval_path = seed_dir / "evaluation.json"
+    if reuse and eval_path.is_file():
+        stored = json.loads(eval_path.read_text())
+        if stored.get("config", {}).get("max_iterations") == config.max_iterations:
+            print(f"seed {seed}: reusing {eval_path}", flush=True)
+            return _restore_nan(stored["summary"])
+    t0 = time.time()
+    model_path, train_summary = _train_seed(config, data, seed_dir, device=device, reuse=reuse)
+    pred_dir = seed_dir / "predictions"
+    _predict_test_cases(model_path, data["test"], pred_dir, f"seed {seed}:", device=device)
+    label_names = data["label_names"]
+    results = evaluate_folders(
+        pred_dir, data["test_label_dir"], mm=mm,
+        **({"num_classes": len(label_names) + 1, "label_names": label_names} if label_names else {}),
+    )
+    summary = summarize(results)
+    print(f"seed {seed}: mean Dice {summary['mean_dice'] * 100:.2f} % ({time.time() - t0:.0f} s)", flush=True)
+    print(format_table(summary), flush=True)
+    eval_path.write_text(json.dumps(to_jsonable({
+        "seed": seed, "config": config.to_dict(), "summary": summary, "results": results,
+        "training": {k: v for k, v in train_summary.items() if k != "per_organ_dice"},
+    }), indent=2, default=str))
+    return summary
+
+
+def _train_seed(config: DinoMixConfig, data: Mapping[str, Any], seed_dir: Path, *, device: Optional[str],
+                reuse: bool) -> Tuple[Path, Dict[str, Any]]:
+    """Train one seed into ``seed_dir``, or reuse its finished model; returns (model path, training summary)."""
+    from .trainer import run_training
+
+    seed = config.seed
+    model_path = seed_dir / "model.pt"
+    done_path = seed_dir / "summary.json"
+    if reuse and model_path.is_file() and done_path.is_file():
+        prev = json.loads(done_path.read_text())
+        if int(prev.get("iterations", -1)) >= config.max_iterations and not prev.get("stopped"):
+            print(f"seed {seed}: reusing trained model {model_path}", flush=True)
+            return model_path, prev
+    print(f"seed {seed}: training {config.max_iterations} iterations into {seed_dir}", flush=True)
+    train_summary = run_training(
+        config, data["labeled"], data["unlabeled"], str(seed_dir), validation=data["validation"],
+        resume=True, progress=_log_progress(f"seed {seed}:"), device=device,
+    )
+    return Path(train_summary.get("checkpoint") or model_path), train_summary
+
+
+def _predict_test_cases(model_path: Path, test: Sequence[Tuple[str, str]], pred_dir: Path, prefix: str, *,
+                        device: Optional[str]) -> None:
+    """Predict every test image into ``pred_dir``, each named like its reference label file."""
+    from .inference import predict_file
+
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for i, (img, lbl) in enumerate(test, start=1):
+        target = pred_dir / _label_file_name(lbl)
+        predict_file(str(model_path), img, str(target), device=device)
+        print(f"{prefix} predicted {i}/{len(test)} {target.name}", flush=True)
+
+
+def _write_report(name: str, data: Mapping[str, Any], seeds: List[int], teacher: str,
+                  summaries: List[Dict[str, Any]], out_root: Path) -> Dict[str, Any]:
+    """Aggregate the seeds, write ``results.md`` and ``results.json`` into ``out_root``; the result dict."""
+    key = fraction_key(data["labeled_fraction"])
     aggregate = aggregate_seeds(summaries, seeds=seeds)
     title = f"DINO-Mix (ours, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
     reported = REPORTED.get(name, {}).get(key, [])

@@ -20,7 +20,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .config import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS, get_preset
+from .config import get_preset
+from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 
 __all__ = ["METHODS", "run_phantoms_benchmark", "phantoms_main"]
 
@@ -73,7 +74,8 @@ def _write_dataset(root: Path, n_train: int, n_labeled: int, n_test: int, shape,
     return labeled, unlabeled, test
 
 
-def _evaluate(model_path: str, test, out_dir: Path) -> Dict[str, Any]:
+def _evaluate(model_path: str, test) -> Dict[str, Any]:
+    """Predict every test case with the model and summarize its per-organ scores."""
     import nibabel as nib
 
     from .evaluation import evaluate_case, summarize
@@ -126,7 +128,7 @@ def run_phantoms_benchmark(
             print(f"[phantoms] {m} seed {seed}: training {iters} iterations", file=sys.stderr, flush=True)
             summary = run_training(cfg, labeled, unlabeled, str(run_dir), device=device)
             train_s = time.time() - t0
-            ev = _evaluate(summary["checkpoint"], test, run_dir)
+            ev = _evaluate(summary["checkpoint"], test)
             per_organ = {o: _num(ev["per_organ"][o]["dice"]["mean"]) for o in ORGANS}
             small = float(np.mean([per_organ[ORGANS[c - 1]] for c in SMALL_ORGANS]))
             rec = {"seed": seed, "mean_dice": ev["mean_dice"], "small_organ_dice": small, "per_organ": per_organ, "train_seconds": round(train_s, 1)}

@@ -11,7 +11,6 @@ import logging
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from monai.transforms import (
     Compose,
@@ -25,6 +24,7 @@ from monai.transforms import (
 
 from .config import DinoMixConfig
 from .errors import InvalidVolumeError
+from .labels import VOLUME_EXTENSIONS
 
 __all__ = [
     "InvalidVolumeError",
@@ -72,7 +72,7 @@ class Volume:
 
 def case_id_from_path(path: str) -> str:
     name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
-    for ext in (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd"):
+    for ext in VOLUME_EXTENSIONS:
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
@@ -234,7 +234,3 @@ def load_cases(
             logger.warning(msg)
             skipped.append(msg)
     return volumes, skipped
-
-
-def volume_summary(volumes: Sequence[Volume]) -> Dict[str, int]:
-    return {"volumes": len(volumes), "voxels": int(sum(int(np.prod(v.shape)) for v in volumes))}

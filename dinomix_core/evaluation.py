@@ -29,7 +29,16 @@ import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance, compute_dice, compute_hausdorff_distance
 
-from .config import NUM_CLASSES, ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
+from .labels import (
+    LABEL_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    NUM_CLASSES,
+    ORGANS,
+    SMALL_ORGAN_NAMES,
+    abbreviation,
+    get_label_set,
+    volume_stem,
+)
 
 __all__ = [
     "DEFAULT_PENALTY",
@@ -45,23 +54,11 @@ __all__ = [
 
 #: distance given to a class that is present in exactly one of prediction and reference (baselines: 128).
 DEFAULT_PENALTY: float = 128.0
-#: label file extensions understood by :func:`evaluate_folders` (longest first for matching).
-SUPPORTED_EXTENSIONS: Tuple[str, ...] = (".seg.nrrd", ".nii.gz", ".nrrd", ".nii")
-#: names of the small organs (from ``config.SMALL_ORGANS``), matched by name so AMOS results work too.
-SMALL_ORGAN_NAMES: Tuple[str, ...] = tuple(ORGANS[i - 1] for i in SMALL_ORGANS)
-
-# abbreviations for organ names outside the 13 Synapse ones (AMOS adds these three)
-_EXTRA_ABBREVIATIONS: Dict[str, str] = {"duodenum": "Du", "bladder": "Bl", "prostate/uterus": "P/U"}
+#: label file extensions understood by :func:`evaluate_folders` (``labels.LABEL_EXTENSIONS``: NIfTI and NRRD).
+SUPPORTED_EXTENSIONS: Tuple[str, ...] = LABEL_EXTENSIONS
 _METRICS: Tuple[str, ...] = ("dice", "hd95", "asd")
 
 SpacingArg = Union[None, bool, float, Sequence[float]]
-
-
-def abbreviation(name: str) -> str:
-    """The short column name of organ ``name`` (``config.ORGAN_ABBREVIATIONS`` for the Synapse organs)."""
-    table = dict(zip(ORGANS, ORGAN_ABBREVIATIONS))
-    table.update(_EXTRA_ABBREVIATIONS)
-    return table.get(name, name)
 
 
 def _label_names(num_classes: int, label_names: Optional[Sequence[str]]) -> Tuple[str, ...]:
@@ -193,19 +190,12 @@ def evaluate_case(
 # ----------------------------------------------------------------------------------------------- files
 
 
-def _strip_extension(name: str) -> Optional[str]:
-    for ext in SUPPORTED_EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return None
-
-
 def _list_labels(folder: Path) -> Dict[str, Path]:
     files: Dict[str, Path] = {}
     for f in sorted(folder.iterdir()):
         if not f.is_file() or f.name.startswith("."):
             continue
-        stem = _strip_extension(f.name)
+        stem = volume_stem(f.name, SUPPORTED_EXTENSIONS)
         if stem is None:
             continue
         if stem in files:
@@ -219,7 +209,7 @@ def read_label(path: Union[str, Path]) -> Tuple[np.ndarray, Tuple[float, float, 
     """Read a label file; returns (integer array in file order, voxel size along the array axes, affine 4x4)."""
     path = Path(path)
     name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    if name.endswith(NIFTI_EXTENSIONS):
         import nibabel as nib
 
         img = nib.load(str(path))
@@ -253,7 +243,7 @@ def evaluate_folders(
 ) -> Dict[str, Any]:
     """Evaluate every prediction in ``pred_dir`` against the reference of the same name in ``ref_dir``.
 
-    Files are matched by case name, the file name without its extension (``.nii``, ``.nii.gz``, ``.nrrd``),
+    Files are matched by case name, the file name without its extension (:data:`SUPPORTED_EXTENSIONS`),
     so ``pred/label0008.nii.gz`` is compared with ``ref/label0008.nii.gz`` (or ``ref/label0008.nrrd``).
     Every prediction needs a reference; references without a prediction are ignored (a reference folder
     may hold the training cases too) and listed under ``"unmatched_references"``.
@@ -351,7 +341,7 @@ def summarize(results: Mapping[str, Any]) -> Dict[str, Any]:
         "mean_dice", "mean_hd95", "mean_asd", "small_organ_dice", "small_organs", "label_names", "num_cases",
         "units"}``. Std is the population std over the cases where the class is scored; ``n`` counts them. The
         means over organs skip organs that were excluded in every case. ``small_organ_dice`` averages the
-        organs of ``config.SMALL_ORGANS`` (by name) that the label set has.
+        small organs (``labels.SMALL_ORGAN_NAMES``, matched by name) that the label set has.
     """
     folder_output = "cases" in results and "label_names" in results  # evaluate_folders' result
     cases = results["cases"] if folder_output else results
@@ -434,17 +424,9 @@ def evaluate_main(args: Any) -> int:
     ``args.labels`` (``"synapse"`` (default) or ``"amos"``: the label set to score). Returns 0 on success;
     errors (missing folder, no matching files, shape mismatch) propagate as exceptions with clear messages.
     """
-    labels = (getattr(args, "labels", None) or "synapse").lower()
-    if labels == "amos":
-        from .benchmark import AMOS_ORGANS
-
-        num_classes, names = len(AMOS_ORGANS) + 1, AMOS_ORGANS
-    elif labels == "synapse":
-        num_classes, names = NUM_CLASSES, ORGANS
-    else:
-        raise ValueError(f"labels must be 'synapse' or 'amos', got {labels!r}.")
-    results = evaluate_folders(args.pred, args.ref, mm=bool(getattr(args, "mm", False)), num_classes=num_classes,
-                               label_names=names)
+    label_set = get_label_set(getattr(args, "labels", None) or "synapse")
+    results = evaluate_folders(args.pred, args.ref, mm=bool(getattr(args, "mm", False)),
+                               num_classes=label_set.num_classes, label_names=label_set.organs)
     summary = summarize(results)
     print(f"{len(results['cases'])} case(s): {', '.join(results['cases'])}")
     print(format_table(summary))

@@ -14,7 +14,7 @@ What a phantom contains (contrast-enhanced, portal-venous-phase look):
   process, and lower ribs in the upper half;
 * lung bases and the heart's lower edge in the top slices, mesenteric fat mixed with bowel-like soft
   tissue and small gas pockets filling the rest of the abdominal cavity;
-* the 13 Synapse organs (label ids and order as :data:`dinomix_core.config.ORGANS`) as deformed
+* the 13 Synapse organs (label ids and order as :data:`dinomix_core.labels.ORGANS`) as deformed
   ellipsoids and tubes at plausible positions, with per-organ HU.
 
 Per seed (a :class:`numpy.random.Generator`, so fully deterministic): patient size, body-fat thickness,
@@ -31,13 +31,14 @@ origin is the centre of the volume.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
 
-from .config import ORGANS
+from .labels import ORGANS, SYNAPSE
 
 __all__ = [
     "ORGAN_HU",
@@ -48,7 +49,7 @@ __all__ = [
     "organ_volumes_ml",
 ]
 
-_ID = {name: i + 1 for i, name in enumerate(ORGANS)}
+_ID: Dict[str, int] = dict(zip(SYNAPSE.organs, SYNAPSE.ids))
 
 #: Nominal HU of each organ label (portal-venous phase). The stomach value is its wall; contents are
 #: :data:`STOMACH_CONTENTS_HU`. Per-seed jitter of a few HU is added on top.
@@ -253,99 +254,162 @@ def generate_phantom(
 
     Returns:
         ``(image, label, affine)``: image int16 ``[X, Y, Z]`` in HU, label uint8 ``[X, Y, Z]`` with ids
-        0 (background) and 1..13 (:data:`dinomix_core.config.ORGANS` order), and the 4x4 RAS+ affine.
+        0 (background) and 1..13 (:data:`dinomix_core.labels.ORGANS` order), and the 4x4 RAS+ affine.
 
     Raises:
         ValueError: for a shape or spacing that is not three positive numbers.
     """
+    shape, spacing = _check_grid_args(shape, spacing)
+    rng = np.random.default_rng(int(seed))
+    affine = phantom_affine(shape, spacing)
+    # the random draws happen in a fixed order: patient, deformation, cavity filler, organs, noise
+    patient = _draw_patient(rng)
+    grid = _Grid(rng, shape, spacing, patient.gshift, patient.warp_amp)
+    hu = np.full(shape, _AIR, np.float32)
+    label = np.zeros(shape, np.uint8)
+    body, cavity = _paint_body_wall(hu, grid.c, patient)
+    _paint_cavity_filler(hu, rng, grid, cavity)
+    _paint_thorax(hu, grid, cavity, patient.scale)
+    _paint_muscles(hu, grid.c, body, patient.scale)
+    _paint_ribs(hu, grid.c, patient)
+    _paint_spine(hu, grid.c, body, patient.scale)
+    _paint_organs(hu, label, rng, grid, cavity, patient)
+    return _acquire(hu, rng, spacing, patient), label, affine
+
+
+def _check_grid_args(shape: Sequence[int], spacing: Sequence[float]) -> Tuple[Tuple[int, int, int], Tuple[float, float, float]]:
+    """``shape`` and ``spacing`` as int / float triples; ``ValueError`` unless three sizes >= 4 and three spacings > 0."""
     shape = tuple(int(s) for s in shape)
     spacing = tuple(float(s) for s in spacing)
     if len(shape) != 3 or any(s < 4 for s in shape):
         raise ValueError(f"shape must be three sizes >= 4 (x, y, z), got {shape}.")
     if len(spacing) != 3 or any(not s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive sizes in mm (x, y, z), got {spacing}.")
-    rng = np.random.default_rng(int(seed))
-    affine = phantom_affine(shape, spacing)
+    return shape, spacing  # type: ignore[return-value]
 
-    # ---- patient-level random draws ------------------------------------------------------------
-    scale = float(rng.uniform(0.93, 1.04))  # patient size
-    fat = float(rng.uniform(6.0, 20.0))  # subcutaneous fat (mm)
-    muscle = float(rng.uniform(8.0, 12.0))  # abdominal wall (mm)
+
+@dataclass(frozen=True)
+class _Patient:
+    """The patient-level random draws of one phantom."""
+
+    scale: float  # patient size
+    fat: float  # subcutaneous fat (mm)
+    muscle: float  # abdominal wall (mm)
+    gshift: np.ndarray  # global position shift (mm)
+    warp_amp: float  # mm, std of the control-point displacement
+    blur_sigma: float  # voxels in-plane
+    noise_std: float  # HU
+    hu_jitter: np.ndarray  # per organ (HU)
+    stomach_fill_jitter: float  # HU
+
+
+def _draw_patient(rng: np.random.Generator) -> _Patient:
+    """Draw the patient-level parameters (the first draws of a phantom, in a fixed order)."""
+    scale = float(rng.uniform(0.93, 1.04))
+    fat = float(rng.uniform(6.0, 20.0))
+    muscle = float(rng.uniform(8.0, 12.0))
     gshift = np.array([rng.normal(0.0, 4.0), rng.normal(0.0, 4.0), rng.normal(0.0, 8.0)])
-    warp_amp = float(rng.uniform(2.0, 4.0))  # mm, std of the control-point displacement
-    blur_sigma = float(rng.uniform(0.5, 0.8))  # voxels in-plane
-    noise_std = float(rng.uniform(10.0, 20.0))  # HU
+    warp_amp = float(rng.uniform(2.0, 4.0))
+    blur_sigma = float(rng.uniform(0.5, 0.8))
+    noise_std = float(rng.uniform(10.0, 20.0))
     hu_jitter = rng.normal(0.0, 6.0, len(ORGANS))
     stomach_fill_jitter = float(rng.normal(0.0, 5.0))
+    return _Patient(scale, fat, muscle, gshift, warp_amp, blur_sigma, noise_std, hu_jitter, stomach_fill_jitter)
 
-    # ---- deformed coordinates: world grid + smooth low-frequency displacement ------------------
-    fov = [n * s for n, s in zip(shape, spacing)]
-    ctrl = tuple(max(2, int(round(f / 80.0)) + 1) for f in fov)
-    disp = [warp_amp * _smooth_field(rng, shape, ctrl) for _ in range(3)]
-    axes = [((np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * s) for n, s in zip(shape, spacing)]
-    gx = axes[0][:, None, None] - np.float32(gshift[0]) + disp[0]
-    gy = axes[1][None, :, None] - np.float32(gshift[1]) + disp[1]
-    gz = axes[2][None, None, :] - np.float32(gshift[2]) + disp[2]
-    c = _Coords(*np.broadcast_arrays(gx, gy, gz))
-    dmax = [float(np.abs(d).max()) for d in disp]
 
-    def block(lo: np.ndarray, hi: np.ndarray) -> Optional[Tuple[slice, slice, slice]]:
+class _Grid:
+    """The voxel grid of a phantom: world grid plus a smooth low-frequency displacement (deformed coordinates
+    :attr:`c`, mm), and the index blocks that can hold a given box (:meth:`block`)."""
+
+    def __init__(self, rng: np.random.Generator, shape: Tuple[int, int, int], spacing: Tuple[float, float, float],
+                 gshift: np.ndarray, warp_amp: float) -> None:
+        self.shape, self.spacing, self.gshift = shape, spacing, gshift
+        self.fov = [n * s for n, s in zip(shape, spacing)]
+        ctrl = tuple(max(2, int(round(f / 80.0)) + 1) for f in self.fov)
+        disp = [warp_amp * _smooth_field(rng, shape, ctrl) for _ in range(3)]
+        axes = [((np.arange(n, dtype=np.float32) - (n - 1) / 2.0) * s) for n, s in zip(shape, spacing)]
+        gx = axes[0][:, None, None] - np.float32(gshift[0]) + disp[0]
+        gy = axes[1][None, :, None] - np.float32(gshift[1]) + disp[1]
+        gz = axes[2][None, None, :] - np.float32(gshift[2]) + disp[2]
+        self.c = _Coords(*np.broadcast_arrays(gx, gy, gz))
+        self.dmax = [float(np.abs(d).max()) for d in disp]
+
+    def block(self, lo: np.ndarray, hi: np.ndarray) -> Optional[Tuple[slice, slice, slice]]:
         """Index slices of the voxels whose deformed coordinates can fall inside the box [lo, hi] (mm)."""
+        shape, spacing = self.shape, self.spacing
         out = []
         for k in range(3):
-            a_lo = lo[k] + gshift[k] - dmax[k] - spacing[k]
-            a_hi = hi[k] + gshift[k] + dmax[k] + spacing[k]
+            a_lo = lo[k] + self.gshift[k] - self.dmax[k] - spacing[k]
+            a_hi = hi[k] + self.gshift[k] + self.dmax[k] + spacing[k]
             i0 = max(0, int(math.floor(a_lo / spacing[k] + (shape[k] - 1) / 2.0)))
             i1 = min(shape[k], int(math.ceil(a_hi / spacing[k] + (shape[k] - 1) / 2.0)) + 1)
             if i1 <= i0:
                 return None
             out.append(slice(i0, i1))
-        return tuple(out)
+        return tuple(out)  # type: ignore[return-value]
 
-    hu = np.full(shape, _AIR, np.float32)
-    label = np.zeros(shape, np.uint8)
 
-    # ---- body wall -------------------------------------------------------------------------------
-    cav_a, cav_b = 106.0 * scale, 82.0 * scale  # abdominal cavity semi-axes (x, y)
+def _cavity_axes(scale: float) -> Tuple[float, float]:
+    """Semi-axes (x, y) of the abdominal cavity in mm."""
+    return 106.0 * scale, 82.0 * scale
+
+
+def _paint_body_wall(hu: np.ndarray, c: _Coords, p: _Patient) -> Tuple[np.ndarray, np.ndarray]:
+    """Subcutaneous fat and the abdominal-wall muscle shell; returns the (body, cavity) masks."""
+    cav_a, cav_b = _cavity_axes(p.scale)
     e_cav = (c.x / cav_a) ** 2 + (c.y / cav_b) ** 2
-    body = (c.x / (cav_a + muscle + fat)) ** 2 + (c.y / (cav_b + muscle + fat)) ** 2 <= 1.0
-    wall = (c.x / (cav_a + muscle)) ** 2 + (c.y / (cav_b + muscle)) ** 2 <= 1.0
+    body = (c.x / (cav_a + p.muscle + p.fat)) ** 2 + (c.y / (cav_b + p.muscle + p.fat)) ** 2 <= 1.0
+    wall = (c.x / (cav_a + p.muscle)) ** 2 + (c.y / (cav_b + p.muscle)) ** 2 <= 1.0
     cavity = e_cav <= 1.0
     hu[body] = _FAT
     hu[wall & ~cavity] = _MUSCLE
+    return body, cavity
 
-    # ---- cavity filler: mesenteric fat with bowel-like soft tissue and gas pockets -----------------
-    ctrl_b = tuple(max(2, int(round(f / 22.0))) for f in fov)
-    bowel_field = _smooth_field(rng, shape, ctrl_b)
-    gas_field = _smooth_field(rng, shape, ctrl_b)
+
+def _paint_cavity_filler(hu: np.ndarray, rng: np.random.Generator, grid: _Grid, cavity: np.ndarray) -> None:
+    """Mesenteric fat with bowel-like soft tissue and gas pockets filling the abdominal cavity."""
+    ctrl_b = tuple(max(2, int(round(f / 22.0))) for f in grid.fov)
+    bowel_field = _smooth_field(rng, grid.shape, ctrl_b)
+    gas_field = _smooth_field(rng, grid.shape, ctrl_b)
     hu[cavity] = _MESENTERY
     bowel = cavity & (bowel_field > 0.15)
     hu[bowel] = _BOWEL
     hu[bowel & (gas_field > 1.3)] = _GAS
 
-    # ---- thorax edge (top slices): lung bases and heart -------------------------------------------
+
+def _paint_thorax(hu: np.ndarray, grid: _Grid, cavity: np.ndarray, scale: float) -> None:
+    """The thorax edge in the top slices: lung bases and the heart's lower edge."""
     thorax = [((62.0, -25.0, 160.0), (62.0, 55.0, 72.0), _LUNG), ((-62.0, -25.0, 160.0), (62.0, 55.0, 72.0), _LUNG),
               ((-12.0, 22.0, 148.0), (72.0, 52.0, 62.0), _HEART)]
     for center, semi, value in thorax:
         center, semi = np.asarray(center) * scale, np.asarray(semi) * scale
-        sl = block(center - semi, center + semi)
+        sl = grid.block(center - semi, center + semi)
         if sl is not None:
-            m = _ellipsoid(c.sub(sl), center, semi, (0.0, 0.0, 0.0)) & cavity[sl]
+            m = _ellipsoid(grid.c.sub(sl), center, semi, (0.0, 0.0, 0.0)) & cavity[sl]
             hu[sl][m] = value
 
-    # ---- muscles and bone ---------------------------------------------------------------------------
+
+def _paint_muscles(hu: np.ndarray, c: _Coords, body: np.ndarray, scale: float) -> None:
+    """Back muscles and psoas on both sides."""
     for sgn in (1.0, -1.0):
         back = ((c.x - sgn * 28.0 * scale) / (22.0 * scale)) ** 2 + ((c.y + 88.0 * scale) / (14.0 * scale)) ** 2 <= 1.0
         hu[back & body] = _MUSCLE
         psoas_r = (6.0 + np.clip(40.0 - c.z, 0.0, None) * 0.12) * scale
         psoas = (c.x - sgn * 30.0 * scale) ** 2 + (c.y + 52.0 * scale) ** 2 <= psoas_r ** 2
         hu[psoas & body & (c.z < 50.0)] = _MUSCLE
-    # lower ribs: bands in the outer wall, upper half, not anteriorly
-    rib_zone = (c.x / (cav_a + muscle + 3.0)) ** 2 + (c.y / (cav_b + muscle + 3.0)) ** 2 <= 1.0
+
+
+def _paint_ribs(hu: np.ndarray, c: _Coords, p: _Patient) -> None:
+    """Lower ribs: bands in the outer wall, upper half, not anteriorly."""
+    cav_a, cav_b = _cavity_axes(p.scale)
+    rib_zone = (c.x / (cav_a + p.muscle + 3.0)) ** 2 + (c.y / (cav_b + p.muscle + 3.0)) ** 2 <= 1.0
     rib_zone &= (c.x / (cav_a - 6.0)) ** 2 + (c.y / (cav_b - 6.0)) ** 2 > 1.0
-    rib_band = np.mod(c.z + 0.35 * c.y + 0.1 * np.abs(c.x), 26.0 * scale) < 6.0 * scale
+    rib_band = np.mod(c.z + 0.35 * c.y + 0.1 * np.abs(c.x), 26.0 * p.scale) < 6.0 * p.scale
     hu[rib_zone & rib_band & (c.z > -10.0) & (c.y < 30.0)] = _RIB
-    # vertebral column
+
+
+def _paint_spine(hu: np.ndarray, c: _Coords, body: np.ndarray, scale: float) -> None:
+    """Vertebral bodies (cancellous bone, cortex, discs), neural arch, spinous process and the spinal canal."""
     vb_r = 16.0 * scale
     rv2 = c.x ** 2 + (c.y + 56.0 * scale) ** 2
     vb = rv2 <= vb_r ** 2
@@ -358,47 +422,59 @@ def generate_phantom(
     hu[(np.abs(c.x) <= 4.0 * scale) & (c.y < -88.0 * scale) & (c.y > -104.0 * scale) & body] = _BONE_CORTEX  # spinous
     hu[rc2 <= (7.0 * scale) ** 2] = _CSF
 
-    # ---- the 13 organs --------------------------------------------------------------------------------
+
+def _organ_mask(grid: _Grid, js: dict) -> Optional[Tuple[Tuple[slice, slice, slice], np.ndarray, Optional[np.ndarray]]]:
+    """``(block, mask, inner)`` of a jittered organ spec, ``inner`` the lumen of a walled tube (else ``None``);
+    ``None`` when the organ lies outside the grid."""
+    if js["kind"] == "ellipsoid":
+        reach = 1.7 * max(js["semi"])  # superellipsoid corners + shape perturbation stay inside
+        sl = grid.block(np.asarray(js["center"]) - reach, np.asarray(js["center"]) + reach)
+        if sl is None:
+            return None
+        cs = grid.c.sub(sl)
+        mask = _ellipsoid(cs, js["center"], js["semi"], js["rot"], js.get("taper", 0.0), js["shape_coef"], js.get("power", 2.0))
+        return sl, mask, None
+    allp = np.concatenate([p["points"] for p in js["parts"]])
+    reach = max(float(np.max(p["radii"])) for p in js["parts"]) * max(js.get("aniso", (1.0,) * 3))
+    sl = grid.block(allp.min(axis=0) - reach, allp.max(axis=0) + reach)
+    if sl is None:
+        return None
+    cs = grid.c.sub(sl)
+    depth = None
+    for part in js["parts"]:
+        d = _tube_distance(cs, part["points"], part["radii"], js.get("aniso", (1.0, 1.0, 1.0)))
+        depth = d if depth is None else np.maximum(depth, d)
+    inner = depth >= js["wall"] if js.get("wall") else None
+    return sl, depth >= 0.0, inner
+
+
+def _paint_organs(hu: np.ndarray, label: np.ndarray, rng: np.random.Generator, grid: _Grid, cavity: np.ndarray,
+                  p: _Patient) -> None:
+    """The 13 organs in :data:`_ORGAN_SPECS` order (later ones overwrite earlier ones), inside the cavity."""
     for name, spec in _ORGAN_SPECS.items():
         oid = _ID[name]
-        js = _jitter_spec(rng, name, spec, scale)
-        value = ORGAN_HU[oid] + float(hu_jitter[oid - 1])
-        if js["kind"] == "ellipsoid":
-            reach = 1.7 * max(js["semi"])  # superellipsoid corners + shape perturbation stay inside
-            sl = block(np.asarray(js["center"]) - reach, np.asarray(js["center"]) + reach)
-            if sl is None:
-                continue
-            cs = c.sub(sl)
-            mask = _ellipsoid(cs, js["center"], js["semi"], js["rot"], js.get("taper", 0.0), js["shape_coef"], js.get("power", 2.0))
-            inner = None
-        else:
-            allp = np.concatenate([p["points"] for p in js["parts"]])
-            reach = max(float(np.max(p["radii"])) for p in js["parts"]) * max(js.get("aniso", (1.0,) * 3))
-            sl = block(allp.min(axis=0) - reach, allp.max(axis=0) + reach)
-            if sl is None:
-                continue
-            cs = c.sub(sl)
-            depth = None
-            for part in js["parts"]:
-                d = _tube_distance(cs, part["points"], part["radii"], js.get("aniso", (1.0, 1.0, 1.0)))
-                depth = d if depth is None else np.maximum(depth, d)
-            mask = depth >= 0.0
-            inner = depth >= js["wall"] if js.get("wall") else None
+        js = _jitter_spec(rng, name, spec, p.scale)
+        value = ORGAN_HU[oid] + float(p.hu_jitter[oid - 1])
+        found = _organ_mask(grid, js)
+        if found is None:
+            continue
+        sl, mask, inner = found
         mask &= cavity[sl]
         hu_b, lab_b = hu[sl], label[sl]  # views
         hu_b[mask] = value
         if inner is not None:
-            hu_b[mask & inner] = STOMACH_CONTENTS_HU + stomach_fill_jitter
+            hu_b[mask & inner] = STOMACH_CONTENTS_HU + p.stomach_fill_jitter
         lab_b[mask] = oid
 
-    # ---- acquisition: partial-volume blur, correlated noise, quantisation ---------------------------
-    z_sigma = blur_sigma * min(1.0, spacing[0] / spacing[2])
-    img = ndimage.gaussian_filter(hu, sigma=(blur_sigma, blur_sigma, z_sigma), mode="nearest")
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=0.5, mode="wrap")
-    noise *= np.float32(noise_std / max(float(noise.std()), 1e-6))
+
+def _acquire(hu: np.ndarray, rng: np.random.Generator, spacing: Tuple[float, float, float], p: _Patient) -> np.ndarray:
+    """Acquisition: partial-volume blur, mildly correlated noise and quantisation to int16 HU."""
+    z_sigma = p.blur_sigma * min(1.0, spacing[0] / spacing[2])
+    img = ndimage.gaussian_filter(hu, sigma=(p.blur_sigma, p.blur_sigma, z_sigma), mode="nearest")
+    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), sigma=0.5, mode="wrap")
+    noise *= np.float32(p.noise_std / max(float(noise.std()), 1e-6))
     img += noise
-    image = np.clip(np.rint(img), -1024, 3071).astype(np.int16)
-    return image, label, affine
+    return np.clip(np.rint(img), -1024, 3071).astype(np.int16)
 
 
 def organ_volumes_ml(label: np.ndarray, spacing: Sequence[float]) -> Dict[str, float]:

@@ -16,10 +16,13 @@ import shutil
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
+from .labels import LABEL_EXTENSIONS, volume_stem
+
 __all__ = ["STUDY_EXTENSIONS", "LABEL_SUBDIR", "default_sample_dir", "prepare_studies", "list_studies"]
 
-#: Image file extensions recognised as studies (the first match wins, so ``.nii.gz`` before ``.nii``).
-STUDY_EXTENSIONS: Tuple[str, ...] = (".nii.gz", ".nii", ".nrrd")
+#: Image and label file extensions recognised as studies (``labels.LABEL_EXTENSIONS``: NIfTI and NRRD, longest
+#: first, so ``.nii.gz`` before ``.nii`` and 3D Slicer's ``x.seg.nrrd`` has the stem ``x``).
+STUDY_EXTENSIONS: Tuple[str, ...] = LABEL_EXTENSIONS
 #: Where MONAI Label keeps final labels, relative to the studies folder.
 LABEL_SUBDIR: Tuple[str, str] = ("labels", "final")
 #: Attribution files copied next to the studies (they carry the sample CT's licence and provenance).
@@ -30,11 +33,7 @@ PathLike = Union[str, os.PathLike]
 
 def _study_stem(name: str) -> Optional[str]:
     """File name without its study extension, or ``None`` if it is not a study file."""
-    low = name.lower()
-    for ext in STUDY_EXTENSIONS:
-        if low.endswith(ext) and len(name) > len(ext):
-            return name[: -len(ext)]
-    return None
+    return volume_stem(name, STUDY_EXTENSIONS)
 
 
 def _study_files(folder: Path) -> List[Path]:
