@@ -120,10 +120,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    if args.which == "phantoms":
-        from .benchmark_phantoms import phantoms_main
+    if args.which == "ssl":
+        from .benchmark_ssl import ssl_main
 
-        return int(phantoms_main(args) or 0)
+        return int(ssl_main(args) or 0)
     from .benchmark import benchmark_main
 
     return int(benchmark_main(args) or 0)
@@ -211,16 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--labels", default="synapse", choices=["synapse", "amos"], help="label set of the files")
     e.set_defaults(func=cmd_evaluate)
 
-    b = sub.add_parser("benchmark", help="the paper protocol (synapse, amos) or the synthetic phantom benchmark")
-    b.add_argument("which", choices=["synapse", "amos", "phantoms"])
+    b = sub.add_parser("benchmark", help="the paper protocol (synapse, amos) or the SYNTHETIC semi-supervised benchmark (ssl)")
+    b.add_argument("which", choices=["synapse", "amos", "ssl"])
     b.add_argument("--data", default=None, help="dataset folder (synapse/amos)")
     b.add_argument("--output", default=None, help="results folder")
     b.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     b.add_argument("--teacher", default="none")
     b.add_argument("--max-iterations", type=int, default=None)
     b.add_argument("--device", default=None)
-    b.add_argument("--methods", nargs="+", default=None, help="phantoms: methods to run (supervised, mean_teacher, dinomix; ablation: pic_only)")
-    b.add_argument("--quick", action="store_true", help="phantoms: tiny smoke-size run")
+    b.add_argument("--methods", nargs="+", default=None,
+                   help="ssl: methods to run (default: supervised supervised_all mean_teacher dinomix; ablations: "
+                        "dinomix_no_pic, dinomix_no_consistency, dinomix_no_class_weights, dinomix_no_warmup, "
+                        "dinomix_no_augment, supervised_no_augment)")
+    b.add_argument("--quick", action="store_true", help="ssl: tiny smoke-size run")
+    b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 volumes, 6000 iterations)")
+    b.add_argument("--resume", action="store_true", help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json")
     b.add_argument("--labeled-fraction", type=float, default=None, help="synapse/amos: labeled subset (default 0.2 / 0.05)")
     b.add_argument("--split", default=None, help="synapse: 'protocol' (default, A&D's) or 'dhc'")
     b.add_argument("--ct-only", action="store_true", help="amos: drop the MRI cases (ids >= 500)")

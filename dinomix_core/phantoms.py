@@ -45,6 +45,8 @@ __all__ = [
     "STOMACH_CONTENTS_HU",
     "phantom_affine",
     "generate_phantom",
+    "PhantomVariation",
+    "CONTRAST_PHASES",
     "write_phantom_nifti",
     "organ_volumes_ml",
 ]
@@ -69,6 +71,71 @@ ORGAN_HU: Dict[int, float] = {
     _ID["left adrenal gland"]: 60.0,
 }
 STOMACH_CONTENTS_HU: float = 20.0
+
+#: HU offsets from :data:`ORGAN_HU` (portal-venous) for other contrast phases (30-180 HU shifts, after typical
+#: enhancement curves): arterial (bright aorta and kidney cortex, liver not yet enhanced) and native (no contrast).
+CONTRAST_PHASES: Dict[str, Dict[int, float]] = {
+    "portal": {},
+    "arterial": {_ID["aorta"]: 120.0, _ID["right kidney"]: 40.0, _ID["left kidney"]: 40.0, _ID["liver"]: -35.0,
+                 _ID["spleen"]: 20.0, _ID["portal and splenic veins"]: -50.0, _ID["inferior vena cava"]: -60.0,
+                 _ID["pancreas"]: 25.0},
+    "native": {_ID["aorta"]: -140.0, _ID["right kidney"]: -120.0, _ID["left kidney"]: -120.0, _ID["liver"]: -45.0,
+               _ID["spleen"]: -65.0, _ID["portal and splenic veins"]: -110.0, _ID["inferior vena cava"]: -100.0,
+               _ID["pancreas"]: -50.0, _ID["stomach"]: -20.0, _ID["esophagus"]: -10.0,
+               _ID["right adrenal gland"]: -25.0, _ID["left adrenal gland"]: -25.0},
+}
+
+
+@dataclass(frozen=True)
+class PhantomVariation:
+    """How much phantoms differ from each other (the defaults: the sample studies' phantoms, bit for bit).
+
+    Args:
+        body_scale: (low, high) patient size factor.
+        organ_size_sd: log-normal standard deviation of each organ's size (0.2: about +-40 % at 2 sd).
+        organ_shift_mm: standard deviation of each organ's own displacement.
+        warp_mm: (low, high) amplitude of the smooth deformation of the whole anatomy.
+        fov_shift_mm: standard deviation of the field of view's cranio-caudal position.
+        noise_hu: (low, high) image noise.
+        blur: (low, high) in-plane partial-volume blur (voxels), a reconstruction kernel's sharpness.
+        phases: contrast phases drawn from (:data:`CONTRAST_PHASES`), uniformly.
+        missing: organ name -> probability that it is absent (nephrectomy, splenectomy, cholecystectomy).
+    """
+
+    body_scale: Tuple[float, float] = (0.93, 1.04)
+    organ_size_sd: float = 0.04
+    organ_shift_mm: float = 3.0
+    warp_mm: Tuple[float, float] = (2.0, 4.0)
+    fov_shift_mm: float = 8.0
+    noise_hu: Tuple[float, float] = (10.0, 20.0)
+    blur: Tuple[float, float] = (0.5, 0.8)
+    phases: Tuple[str, ...] = ("portal",)
+    missing: Tuple[Tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("body_scale", "warp_mm", "noise_hu", "blur"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(lo, hi)}.")
+        if min(self.organ_size_sd, self.organ_shift_mm, self.fov_shift_mm) < 0:
+            raise ValueError("organ_size_sd, organ_shift_mm and fov_shift_mm must be >= 0.")
+        unknown = [p for p in self.phases if p not in CONTRAST_PHASES] + [o for o, _ in self.missing if o not in _ID]
+        if not self.phases or unknown:
+            raise ValueError(f"phases must be some of {sorted(CONTRAST_PHASES)} and missing organs Synapse organs; "
+                             f"unknown: {unknown}.")
+        if any(not 0.0 <= p <= 1.0 for _, p in self.missing):
+            raise ValueError("missing-organ probabilities must be in [0, 1].")
+
+    def draw_extras(self, seed: int) -> Tuple[str, frozenset]:
+        """The contrast phase and the absent organs of phantom ``seed``, from a stream of their own (so the
+        defaults leave every other draw, and the sample phantoms, unchanged)."""
+        rng = np.random.default_rng([int(seed), 7])
+        phase = self.phases[int(rng.integers(len(self.phases)))]
+        absent = frozenset(o for o, p in self.missing if rng.random() < p)
+        return phase, absent
+
+
+DEFAULT_VARIATION = PhantomVariation()
 
 _AIR, _FAT, _MESENTERY, _MUSCLE, _BOWEL, _GAS, _LUNG, _HEART = -1000.0, -100.0, -90.0, 45.0, 30.0, -650.0, -850.0, 90.0
 _BONE_CANCELLOUS, _BONE_CORTEX, _DISC, _CSF, _RIB = 380.0, 650.0, 90.0, 15.0, 550.0
@@ -214,11 +281,12 @@ def _tube_distance(c: _Coords, points, radii, aniso) -> np.ndarray:
     return depth
 
 
-def _jitter_spec(rng: np.random.Generator, name: str, spec: dict, scale: float) -> dict:
+def _jitter_spec(rng: np.random.Generator, name: str, spec: dict, scale: float,
+                 var: PhantomVariation = DEFAULT_VARIATION) -> dict:
     """Per-organ random size, position, orientation and shape (all draws happen in a fixed order)."""
     out = dict(spec)
-    size = float(np.exp(rng.normal(0.0, 0.04)))  # overall organ size factor
-    shift = rng.normal(0.0, 3.0, 3)  # mm
+    size = float(np.exp(rng.normal(0.0, var.organ_size_sd)))  # overall organ size factor
+    shift = rng.normal(0.0, var.organ_shift_mm, 3)  # mm
     if spec["kind"] == "ellipsoid":
         axis = np.exp(rng.normal(0.0, 0.03, 3))
         out["center"] = tuple(np.asarray(spec["center"]) * scale + shift)
@@ -242,6 +310,7 @@ def generate_phantom(
     seed: int,
     shape: Sequence[int] = (96, 96, 48),
     spacing: Sequence[float] = (3.0, 3.0, 4.0),
+    variation: PhantomVariation = DEFAULT_VARIATION,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate one SYNTHETIC contrast-enhanced abdominal CT with its 13-organ Synapse label map.
 
@@ -251,6 +320,8 @@ def generate_phantom(
         seed: random seed; the same seed (and shape/spacing) always gives identical arrays.
         shape: array size (x, y, z) in RAS order.
         spacing: voxel size in mm (x, y, z).
+        variation: how much anatomy and acquisition vary (:class:`PhantomVariation`; the default is the
+            sample studies' narrow, portal-venous protocol).
 
     Returns:
         ``(image, label, affine)``: image int16 ``[X, Y, Z]`` in HU, label uint8 ``[X, Y, Z]`` with ids
@@ -263,7 +334,7 @@ def generate_phantom(
     rng = np.random.default_rng(int(seed))
     affine = phantom_affine(shape, spacing)
     # the random draws happen in a fixed order: patient, deformation, cavity filler, organs, noise
-    patient = _draw_patient(rng)
+    patient = _draw_patient(rng, variation)
     grid = _Grid(rng, shape, spacing, patient.gshift, patient.warp_amp)
     hu = np.full(shape, _AIR, np.float32)
     label = np.zeros(shape, np.uint8)
@@ -273,7 +344,7 @@ def generate_phantom(
     _paint_muscles(hu, grid.c, body, patient.scale)
     _paint_ribs(hu, grid.c, patient)
     _paint_spine(hu, grid.c, body, patient.scale)
-    _paint_organs(hu, label, rng, grid, cavity, patient)
+    _paint_organs(hu, label, rng, grid, cavity, patient, variation, *variation.draw_extras(seed))
     return _acquire(hu, rng, spacing, patient), label, affine
 
 
@@ -303,15 +374,15 @@ class _Patient:
     stomach_fill_jitter: float  # HU
 
 
-def _draw_patient(rng: np.random.Generator) -> _Patient:
+def _draw_patient(rng: np.random.Generator, var: PhantomVariation = DEFAULT_VARIATION) -> _Patient:
     """Draw the patient-level parameters (the first draws of a phantom, in a fixed order)."""
-    scale = float(rng.uniform(0.93, 1.04))
+    scale = float(rng.uniform(*var.body_scale))
     fat = float(rng.uniform(6.0, 20.0))
     muscle = float(rng.uniform(8.0, 12.0))
-    gshift = np.array([rng.normal(0.0, 4.0), rng.normal(0.0, 4.0), rng.normal(0.0, 8.0)])
-    warp_amp = float(rng.uniform(2.0, 4.0))
-    blur_sigma = float(rng.uniform(0.5, 0.8))
-    noise_std = float(rng.uniform(10.0, 20.0))
+    gshift = np.array([rng.normal(0.0, 4.0), rng.normal(0.0, 4.0), rng.normal(0.0, var.fov_shift_mm)])
+    warp_amp = float(rng.uniform(*var.warp_mm))
+    blur_sigma = float(rng.uniform(*var.blur))
+    noise_std = float(rng.uniform(*var.noise_hu))
     hu_jitter = rng.normal(0.0, 6.0, len(ORGANS))
     stomach_fill_jitter = float(rng.normal(0.0, 5.0))
     return _Patient(scale, fat, muscle, gshift, warp_amp, blur_sigma, noise_std, hu_jitter, stomach_fill_jitter)
@@ -449,13 +520,15 @@ def _organ_mask(grid: _Grid, js: dict) -> Optional[Tuple[Tuple[slice, slice, sli
 
 
 def _paint_organs(hu: np.ndarray, label: np.ndarray, rng: np.random.Generator, grid: _Grid, cavity: np.ndarray,
-                  p: _Patient) -> None:
-    """The 13 organs in :data:`_ORGAN_SPECS` order (later ones overwrite earlier ones), inside the cavity."""
+                  p: _Patient, var: PhantomVariation = DEFAULT_VARIATION, phase: str = "portal",
+                  absent: frozenset = frozenset()) -> None:
+    """The 13 organs in :data:`_ORGAN_SPECS` order (later ones overwrite earlier ones), inside the cavity; the
+    ``absent`` ones are drawn (so the random stream stays the same) but not painted."""
     for name, spec in _ORGAN_SPECS.items():
         oid = _ID[name]
-        js = _jitter_spec(rng, name, spec, p.scale)
-        value = ORGAN_HU[oid] + float(p.hu_jitter[oid - 1])
-        found = _organ_mask(grid, js)
+        js = _jitter_spec(rng, name, spec, p.scale, var)
+        value = ORGAN_HU[oid] + float(p.hu_jitter[oid - 1]) + CONTRAST_PHASES[phase].get(oid, 0.0)
+        found = None if name in absent else _organ_mask(grid, js)
         if found is None:
             continue
         sl, mask, inner = found
@@ -490,20 +563,21 @@ def write_phantom_nifti(
     seed: int,
     shape: Sequence[int] = (96, 96, 48),
     spacing: Sequence[float] = (3.0, 3.0, 4.0),
+    variation: PhantomVariation = DEFAULT_VARIATION,
 ) -> Tuple[Path, Optional[Path]]:
     """Generate the SYNTHETIC phantom of ``seed`` and write it as NIfTI (image int16, label uint8).
 
     Args:
         path_image: output image file (``.nii.gz`` or ``.nii``); parent folders are created.
         path_label: output label file, or ``None`` to write the image only (an unlabeled study).
-        seed, shape, spacing: as :func:`generate_phantom`.
+        seed, shape, spacing, variation: as :func:`generate_phantom`.
 
     Returns:
         The written paths ``(image_path, label_path_or_None)``.
     """
     import nibabel as nib
 
-    image, label, affine = generate_phantom(seed, shape, spacing)
+    image, label, affine = generate_phantom(seed, shape, spacing, variation)
     written = []
     for path, arr in ((path_image, image), (path_label, label)):
         if path is None:

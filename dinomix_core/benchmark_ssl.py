@@ -1,0 +1,370 @@
+"""``dinomix benchmark ssl``: a SYNTHETIC semi-supervised benchmark that can show what unlabeled volumes add.
+
+Every volume is a SYNTHETIC phantom (:mod:`dinomix_core.phantoms`). What makes a gain from unlabeled data possible:
+
+- **variation between patients that four labeled volumes cannot cover**: organ size (log-sd 0.18, about +-35 % at
+  2 sd), organ position (sd 10 mm), body size (0.85-1.15), smooth deformation (3-8 mm), field of view (sd 25 mm
+  cranio-caudal), absent organs (gallbladder 30 %, left kidney 10 %, spleen 10 %);
+- **a protocol shift** from the labeled set to the unlabeled and test sets: the labeled volumes come from one
+  narrow protocol (portal-venous phase, noise 10-20 HU, a sharp kernel); the unlabeled, validation and test
+  volumes from a mix (portal, arterial, native phases: organ HU shifts of 20-140 HU; noise 10-40 HU; blur
+  0.4-1.5 voxels), so the unlabeled volumes carry information about the test distribution.
+
+The runner measures its own headroom: ``supervised_all`` trains with every training volume labeled, on the same
+budget. Each method is selected on a labeled validation split (never the test set) and scored on the test set:
+per-organ Dice, the mean and the small-organ mean, over seeds. For the semi-supervised methods it also tracks the
+precision and recall of the EMA teacher's confident pseudo-labels per organ, against the hidden labels of the
+unlabeled volumes, over training.
+
+Results: ``OUT/ssl_benchmark.json`` (+ ``.md``, a per-organ chart and validation curves).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .artifacts import atomic_write
+from .config import DinoMixConfig, get_preset
+from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
+from .phantoms import PhantomVariation
+
+__all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "run_ssl_benchmark", "ssl_main"]
+
+logger = logging.getLogger(__name__)
+
+#: The labeled volumes' protocol: portal-venous phase, low noise, a sharp kernel; anatomy as varied as everyone's.
+NARROW = PhantomVariation(
+    body_scale=(0.85, 1.15), organ_size_sd=0.18, organ_shift_mm=10.0, warp_mm=(3.0, 8.0), fov_shift_mm=25.0,
+    noise_hu=(10.0, 20.0), blur=(0.5, 0.8), phases=("portal",),
+    missing=(("gallbladder", 0.3), ("left kidney", 0.1), ("spleen", 0.1)),
+)
+#: Everyone else (unlabeled, validation, test): the same anatomy, a mix of phases, noise levels and kernels.
+WIDE = PhantomVariation(
+    body_scale=NARROW.body_scale, organ_size_sd=NARROW.organ_size_sd, organ_shift_mm=NARROW.organ_shift_mm,
+    warp_mm=NARROW.warp_mm, fov_shift_mm=NARROW.fov_shift_mm, noise_hu=(10.0, 40.0), blur=(0.4, 1.5),
+    phases=("portal", "arterial", "native"), missing=NARROW.missing,
+)
+
+#: The semi-supervised recipe (docs/method.md, "Recipe"): every entry a DinoMixConfig field.
+RECIPE: Dict[str, Any] = dict(
+    consistency_weight=0.1, rampup_fraction=1.0, confidence_threshold=0.9, warmup_fraction=0.2,
+    clean_labeled_loss=True, class_weighting="distdw", pic_shared_box=True, pic_box_fraction=(0.67, 0.67, 0.67),
+)
+_SUP = dict(use_pic=False, use_consistency=False, use_fkd=False)
+
+#: method -> (config overrides, every training volume labeled?)
+METHODS: Dict[str, Tuple[Dict[str, Any], bool]] = {
+    "supervised": (_SUP, False),
+    "supervised_all": (_SUP, True),
+    "mean_teacher": (dict(RECIPE, use_pic=False, use_consistency=True, use_fkd=False), False),
+    "dinomix": (dict(RECIPE, use_pic=True, use_consistency=True, use_fkd=True), False),
+    # ablations: DINO-Mix without one component each
+    "dinomix_no_pic": (dict(RECIPE, use_pic=False, use_consistency=True, use_fkd=True), False),
+    "dinomix_no_consistency": (dict(RECIPE, use_pic=True, use_consistency=False, use_fkd=True), False),
+    "dinomix_no_class_weights": (dict(RECIPE, class_weighting="none", use_fkd=True), False),
+    "dinomix_no_warmup": (dict(RECIPE, warmup_fraction=0.0, use_fkd=True), False),
+    "dinomix_no_augment": (dict(RECIPE, augment=False, use_fkd=True), False),
+    "supervised_no_augment": (dict(_SUP, augment=False), False),
+}
+MAIN_METHODS = ("supervised", "supervised_all", "mean_teacher", "dinomix")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Data and budget of a run of the benchmark."""
+
+    n_labeled: int
+    n_unlabeled: int
+    n_validation: int
+    n_test: int
+    shape: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    patch: Tuple[int, int, int]
+    iterations: int
+    val_interval: int
+
+
+#: ``default``: the 2-core CPU main table (4 methods x 3 seeds); ``quick``: a smoke run; ``full``: for a GPU.
+SCALES: Dict[str, Scale] = {
+    "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 1200, 150),
+    "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
+    "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
+}
+
+
+# ---------------------------------------------------------------------------------------------- data
+def write_dataset(root: Path, scale: Scale) -> Dict[str, List[Tuple[str, str]]]:
+    """Generate (or reuse) the phantoms; returns ``{split: [(image, label)]}``; unlabeled ones keep their hidden
+    label for the pseudo-label measurements and for ``supervised_all``."""
+    from .phantoms import write_phantom_nifti
+
+    splits = {"labeled": (scale.n_labeled, NARROW), "unlabeled": (scale.n_unlabeled, WIDE),
+              "validation": (scale.n_validation, WIDE), "test": (scale.n_test, WIDE)}
+    out: Dict[str, List[Tuple[str, str]]] = {}
+    seed = 5000  # fixed data seeds; the method seeds vary
+    for split, (n, variation) in splits.items():
+        out[split] = []
+        for _ in range(n):
+            img, lab = root / split / f"phantom_{seed}.nii.gz", root / split / f"phantom_{seed}_label.nii.gz"
+            if not (img.exists() and lab.exists()):
+                write_phantom_nifti(img, lab, seed, scale.shape, scale.spacing, variation)
+            out[split].append((str(img), str(lab)))
+            seed += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+def dice_per_organ(pred: np.ndarray, ref: np.ndarray, num_classes: int = len(ORGANS) + 1) -> List[float]:
+    """Dice of organs 1..C-1; NaN where the organ is absent from both (not scored), 0 for a false positive."""
+    out = []
+    for c in range(1, num_classes):
+        p, r = pred == c, ref == c
+        denom = int(p.sum()) + int(r.sum())
+        out.append(float("nan") if denom == 0 else 2.0 * int((p & r).sum()) / denom)
+    return out
+
+
+def score_model(model_path: str, cases: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
+    """Mean over cases (absent organs skipped), then over organs; the small-organ mean."""
+    import nibabel as nib
+
+    from .inference import Predictor
+
+    predictor = Predictor(model_path, device="cpu")
+    rows = []
+    for img, lab in cases:
+        pred, _ = predictor.predict(img)
+        rows.append(dice_per_organ(pred, np.asarray(nib.load(lab).dataobj)))
+    with np.errstate(all="ignore"):
+        per_organ = np.nanmean(np.asarray(rows, dtype=np.float64), axis=0)
+    per_organ = np.nan_to_num(per_organ, nan=0.0)
+    return {"mean_dice": 100 * float(per_organ.mean()),
+            "small_organ_dice": 100 * float(np.mean([per_organ[c - 1] for c in SMALL_ORGANS])),
+            "per_organ": {o: round(100 * float(d), 2) for o, d in zip(ORGANS, per_organ)}}
+
+
+# ---------------------------------------------------------------------------------------------- pseudo-labels
+class PseudoLabelMonitor:
+    """A trainer callback: precision and recall of the EMA teacher's confident pseudo-labels, per organ, against
+    the hidden labels of the unlabeled volumes, every ``every`` iterations (:class:`~dinomix_core.trainer.
+    TrainingCallback`)."""
+
+    def __init__(self, hidden: Sequence[Tuple[str, str]], every: int) -> None:
+        self.hidden, self.every = list(hidden), max(1, every)
+        self.curve: List[Dict[str, Any]] = []
+        self._labels: Optional[Dict[str, torch.Tensor]] = None
+
+    def on_train_start(self, trainer) -> None:
+        from .data import load_cases
+
+        vols, _ = load_cases(trainer.config, self.hidden)
+        self._labels = {v.case_id: v.label for v in vols}
+
+    def on_iteration_end(self, trainer, record, logs, validation) -> None:
+        if trainer.semi_supervised and record["iteration"] % self.every == 0:
+            self.curve.append({"iteration": record["iteration"], **self.measure(trainer)})
+
+    def on_train_end(self, trainer, summary) -> None:
+        pass
+
+    @torch.no_grad()
+    def measure(self, trainer) -> Dict[str, Any]:
+        from monai.inferers import sliding_window_inference
+
+        from .consistency import pseudo_labels
+
+        cfg, tp, npred, nref = trainer.config, np.zeros(len(ORGANS)), np.zeros(len(ORGANS)), np.zeros(len(ORGANS))
+        for v in trainer.unlabeled:
+            ref = self._labels[v.case_id]
+            logits = sliding_window_inference(v.image[None], cfg.patch_size, 2, trainer.ema, overlap=0.25)
+            y, conf, _ = pseudo_labels(logits.float(), cfg.confidence_threshold)
+            crop = tuple(slice(0, s) for s in ref.shape)  # the trainer pads volumes at the end only
+            y, conf = y[0][crop], conf[0].bool()[crop]
+            for c in range(1, len(ORGANS) + 1):
+                pc, rc = (y == c) & conf, ref == c
+                tp[c - 1] += int((pc & rc).sum())
+                npred[c - 1] += int(pc.sum())
+                nref[c - 1] += int(rc.sum())
+        with np.errstate(all="ignore"):
+            prec, rec = tp / npred, tp / nref
+        return {"precision": {o: _pct(p) for o, p in zip(ORGANS, prec)},
+                "recall": {o: _pct(r) for o, r in zip(ORGANS, rec)}}
+
+
+def _pct(x: float) -> Optional[float]:
+    return None if not math.isfinite(x) else round(100 * float(x), 1)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def method_config(method: str, scale: Scale, seed: int, teacher: str = "none") -> DinoMixConfig:
+    overrides, _ = METHODS[method]
+    return get_preset(
+        "cpu", seed=seed, max_iterations=scale.iterations, patch_size=scale.patch, target_spacing=scale.spacing,
+        teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1, val_interval=scale.val_interval,
+        **overrides,
+    )
+
+
+def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], scale: Scale, out: Path,
+               teacher: str = "none", device: Optional[str] = None) -> Dict[str, Any]:
+    """Train one method with one seed (model selected on validation), score it on the test set."""
+    from .trainer import DinoMixTrainer
+
+    cfg = method_config(method, scale, seed, teacher)
+    all_labeled = METHODS[method][1]
+    labeled = data["labeled"] + (data["unlabeled"] if all_labeled else [])
+    unlabeled = [] if all_labeled else [img for img, _ in data["unlabeled"]]
+    monitor = PseudoLabelMonitor(data["unlabeled"], scale.val_interval)
+    run_dir = out / "runs" / f"{method}_seed{seed}"
+    t0 = time.time()
+    trainer = DinoMixTrainer(cfg, labeled, unlabeled, str(run_dir), validation=data["validation"], device=device,
+                             callbacks=[monitor])
+    summary = trainer.fit()
+    seconds = time.time() - t0
+    scores = score_model(summary["checkpoint"], data["test"])
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    curve = [{"iteration": h["iteration"], "val_mean_dice": round(100 * h["val_mean_dice"], 2)}
+             for h in trainer.history if "val_mean_dice" in h]
+    best = max(curve, key=lambda c: c["val_mean_dice"]) if curve else None
+    return {"seed": seed, **scores, "train_seconds": round(seconds, 1), "selected_iteration": best and best["iteration"],
+            "validation_curve": curve, "pseudo_labels": monitor.curve}
+
+
+def aggregate(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Mean and std over seeds per method, per organ and for the small organs."""
+    out = {}
+    for m, rs in runs.items():
+        if not rs:
+            continue
+        out[m] = {
+            "mean_dice": round(float(np.mean([r["mean_dice"] for r in rs])), 2),
+            "mean_dice_std": round(float(np.std([r["mean_dice"] for r in rs])), 2),
+            "small_organ_dice": round(float(np.mean([r["small_organ_dice"] for r in rs])), 2),
+            "small_organ_dice_std": round(float(np.std([r["small_organ_dice"] for r in rs])), 2),
+            "per_organ": {o: round(float(np.mean([r["per_organ"][o] for r in rs])), 2) for o in ORGANS},
+            "seeds": [r["seed"] for r in rs], "runs": rs,
+        }
+    return out
+
+
+def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods: Optional[Sequence[str]] = None,
+                      scale: str = "default", teacher: str = "none", device: Optional[str] = None,
+                      existing: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Run (or continue) the benchmark; the results file is rewritten after every run."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}.")
+    methods = list(methods or MAIN_METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
+    sc, out = SCALES[scale], Path(output_dir)
+    data = write_dataset(out / "data", sc)
+    runs = {m: list(r["runs"]) for m, r in (existing or {}).get("methods", {}).items()}
+    for seed in seeds:
+        for m in methods:
+            if any(r["seed"] == seed for r in runs.get(m, [])):
+                continue
+            print(f"[ssl] {m} seed {seed}: {sc.iterations} iterations", file=sys.stderr, flush=True)
+            rec = run_method(m, seed, data, sc, out, teacher, device)
+            runs.setdefault(m, []).append(rec)
+            print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "
+                  f"{rec['small_organ_dice']:.2f}, {rec['train_seconds']:.0f} s", file=sys.stderr, flush=True)
+            write_results(out, results_dict(runs, sc, scale, seeds, teacher))
+    results = results_dict(runs, sc, scale, seeds, teacher)
+    write_results(out, results)
+    return results
+
+
+def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str) -> Dict[str, Any]:
+    methods = aggregate(runs)
+    head = {k: methods[k]["mean_dice"] for k in ("supervised", "supervised_all") if k in methods}
+    return {
+        "benchmark": "ssl (SYNTHETIC phantoms, dinomix_core.benchmark_ssl)",
+        "command": "dinomix " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("dinomix") else None,
+        "scale": scale, "data": {"labeled": sc.n_labeled, "unlabeled": sc.n_unlabeled, "validation": sc.n_validation,
+                                 "test": sc.n_test, "shape": list(sc.shape), "spacing_mm": list(sc.spacing),
+                                 "labeled_protocol": "narrow (portal phase, noise 10-20 HU)",
+                                 "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)"},
+        "iterations": sc.iterations, "patch_size": list(sc.patch), "val_interval": sc.val_interval,
+        "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}, "teacher": teacher,
+        "seeds": list(seeds), "small_organs": [ORGANS[c - 1] for c in SMALL_ORGANS],
+        "headroom": {"supervised_labeled": head.get("supervised"), "supervised_all": head.get("supervised_all")},
+        "methods": methods,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- reports
+def markdown(results: Dict[str, Any]) -> str:
+    d = results["data"]
+    lines = [
+        "# Semi-supervised benchmark (SYNTHETIC phantoms)", "",
+        f"{d['labeled']} labeled ({d['labeled_protocol']}), {d['unlabeled']} unlabeled, {d['validation']} validation, "
+        f"{d['test']} test volumes ({d['other_protocol']}), {tuple(d['shape'])} at {tuple(d['spacing_mm'])} mm; "
+        f"{results['iterations']} iterations, model selected on validation; seeds {results['seeds']}; "
+        f"teacher `{results['teacher']}`. Dice in percent, mean +- std over seeds.", "",
+        "| method | mean Dice | small organs | " + " | ".join(ORGAN_ABBREVIATIONS) + " |",
+        "|---|---|---|" + "---|" * len(ORGAN_ABBREVIATIONS),
+    ]
+    for m, r in results["methods"].items():
+        lines.append(f"| {m} | {r['mean_dice']:.1f} +- {r['mean_dice_std']:.1f} | {r['small_organ_dice']:.1f} +- "
+                     f"{r['small_organ_dice_std']:.1f} | " + " | ".join(f"{r['per_organ'][o]:.1f}" for o in ORGANS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, results: Dict[str, Any]) -> None:
+    atomic_write(out / "ssl_benchmark.json", json.dumps(results, indent=2))
+    atomic_write(out / "ssl_benchmark.md", markdown(results))
+    _plots(results, out)
+
+
+def _plots(results: Dict[str, Any], out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as e:  # pragma: no cover
+        logger.warning("no charts: %s", e)
+        return
+    methods = list(results["methods"])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(16, 4), gridspec_kw={"width_ratios": [3, 1]})
+    x, w = np.arange(len(ORGANS)), 0.8 / max(1, len(methods))
+    for k, m in enumerate(methods):
+        r = results["methods"][m]
+        ax.bar(x + k * w, [r["per_organ"][o] for o in ORGANS], w, label=m)
+        for run in r["runs"]:
+            c = run["validation_curve"]
+            ax2.plot([p["iteration"] for p in c], [p["val_mean_dice"] for p in c], color=f"C{k}", alpha=0.6)
+    ax.set_xticks(x + w * (len(methods) - 1) / 2)
+    ax.set_xticklabels(ORGAN_ABBREVIATIONS)
+    ax.set(ylabel="test Dice (%)", title="Per-organ Dice, SYNTHETIC phantoms (mean over seeds)")
+    ax.legend(fontsize=7)
+    ax2.set(xlabel="iteration", ylabel="validation mean Dice (%)", title="validation curves")
+    fig.tight_layout()
+    atomic_write(out / "ssl_benchmark_per_organ.png", lambda f: fig.savefig(f, format="png", dpi=80))
+    plt.close(fig)
+
+
+def ssl_main(args) -> int:
+    out = Path(args.output or "benchmarks/results")
+    existing = None
+    if getattr(args, "resume", False) and (out / "ssl_benchmark.json").exists():
+        existing = json.loads((out / "ssl_benchmark.json").read_text())
+    scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else "default")
+    res = run_ssl_benchmark(str(out), seeds=args.seeds, methods=args.methods, scale=scale, teacher=args.teacher,
+                            device=args.device, existing=existing)
+    print(markdown(res))
+    return 0
