@@ -226,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="ssl: tiny smoke-size run")
     b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 volumes, 6000 iterations)")
     b.add_argument("--resume", action="store_true", help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json")
+    b.add_argument("--real-ct-dir", default=None,
+                   help="ssl: instead, the real-CT transductive check (a folder with ct.nii.gz and label.nii.gz)")
+    b.add_argument("--studies", default=None, help="ssl --real-ct-dir: the studies holding the labeled real CT "
+                                                   "(default sample_data/studies)")
     b.add_argument("--labeled-fraction", type=float, default=None, help="synapse/amos: labeled subset (default 0.2 / 0.05)")
     b.add_argument("--split", default=None, help="synapse: 'protocol' (default, A&D's) or 'dhc'")
     b.add_argument("--ct-only", action="store_true", help="amos: drop the MRI cases (ids >= 500)")
