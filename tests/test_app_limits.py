@@ -1,4 +1,4 @@
-"""The upload-size middleware of the app (apps/dinomix/lib/limits.py) on a small FastAPI app with real multipart.
+"""The upload-size middleware of the app (apps/dinomix/lib/compat/limits.py) on a small FastAPI app with real multipart.
 
 The live-server cases (MONAI Label's own upload endpoints) are in test_reliability.py.
 """
@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "dinomix"))
 
-from lib.limits import UploadLimit, parse_max_upload_mb  # noqa: E402
+from lib.compat.limits import UploadLimit, install  # noqa: E402
 
 LIMIT = 1000
 
@@ -69,13 +69,16 @@ def test_a_non_numeric_content_length_is_400(client):
     assert r.status_code == 400 and "is not a number" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("value, expected", [("4096", 4096), (0, 0), (" 12 ", 12), ("-1", ValueError), ("1.5", ValueError),
-                                             ("lots", ValueError)])
-def test_parse_max_upload_mb(value, expected):
-    if expected is ValueError:
-        with pytest.raises(ValueError, match="max_upload_mb"):
-            parse_max_upload_mb(value)
-    else:
-        assert parse_max_upload_mb(value) == expected
+def test_a_limit_must_be_positive():
     with pytest.raises(ValueError):
         UploadLimit(lambda *a: None, max_bytes=0)
+
+
+def test_install_adds_the_middleware_once_and_0_adds_none():
+    """(``max_upload_mb`` itself is parsed and checked by lib/options.py: tests/test_app_options.py.)"""
+    api = FastAPI()
+    assert install(api, 0) is False and api.user_middleware == []
+    assert install(api, 2) is True and install(api, 2) is True
+    assert [(m.cls, m.kwargs) for m in api.user_middleware] == [(UploadLimit, {"max_bytes": 2 * 2**20})]
+    r = TestClient(api).put("/x", content=b"x" * (2 * 2**20 + 1))
+    assert r.status_code == 413

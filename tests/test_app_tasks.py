@@ -1,4 +1,4 @@
-"""apps/dinomix/lib/tasks.py on MONAI Label's real background-task module, with its real worker threads.
+"""apps/dinomix/lib/compat/tasks.py on MONAI Label's real background-task module, with its real worker threads.
 
 A worker kept busy by another job holds a submitted task back, which makes the "Stop before the subprocess
 exists" race of MONAI Label 0.8.5 deterministic. The end-to-end version (Train then Stop at once over HTTP) is
@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "dinomix"))
 
-from lib import tasks  # noqa: E402
+from lib.compat import tasks  # noqa: E402
 from monailabel.utils.async_tasks import task as task_module  # noqa: E402
 from monailabel.utils.async_tasks import utils  # noqa: E402
 

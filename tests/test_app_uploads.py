@@ -1,4 +1,4 @@
-"""apps/dinomix/lib/uploads.py: a failing upload endpoint removes the temporary copy MONAI Label scheduled for
+"""apps/dinomix/lib/compat/uploads.py: a failing upload endpoint removes the temporary copy MONAI Label scheduled for
 removal (MONAI Label runs that removal as a background task, i.e. only after a successful response). The live
 server cases are in tests/test_reliability.py (every refusal there checks the server's TMPDIR)."""
 
@@ -13,7 +13,7 @@ from monailabel.utils.others.generic import remove_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "dinomix"))
 
-from lib import uploads  # noqa: E402
+from lib.compat import uploads  # noqa: E402
 
 
 def _endpoint(path, fail: bool, calls: list):

@@ -1,7 +1,7 @@
 """Authentication: MONAI Label's OpenID Connect token checks with the DINO-Mix app, and logging in from our clients.
 
 MONAI Label 0.8.5 checks tokens with ``jwt.decode`` and no ``algorithms``, which the PyJWT it requires refuses,
-so every token got 401; ``apps/dinomix/lib/auth.py`` fixes that. These tests run the real server
+so every token got 401; ``apps/dinomix/lib/compat/auth.py`` fixes that. These tests run the real server
 (``monailabel start_server`` subprocess on 127.0.0.1, ``MONAI_LABEL_AUTH_ENABLE=true``) against a STAND-IN
 Keycloak realm (tests/oidc_standin.py: Keycloak cannot be installed here), with real HTTP, real tokens (RS256,
 2048-bit RSA) and real NIfTI files, through our standard-library client and MONAI Label's official client.
@@ -147,7 +147,7 @@ def test_the_official_monailabel_client_logs_in_too(auth_server):
     assert "dinomix" in client.info()["trainers"]
 
 
-# ------------------------------------------------------------------------------------------ lib/auth.py alone
+# ------------------------------------------------------------------------------------------ lib/compat/auth.py alone
 @pytest.fixture()
 def auth_on(monkeypatch, oidc_realm):
     """MONAI Label's settings with authentication on, in this process, and the stand-in realm's public key."""
@@ -161,7 +161,7 @@ def auth_on(monkeypatch, oidc_realm):
 
 
 def test_monai_labels_own_check_refuses_a_valid_token_and_ours_accepts_it(auth_on, oidc_realm):
-    from lib import auth
+    from lib.compat import auth
 
     token = oidc_realm.token("ann", AUTH_USERS["ann"][1])
     with pytest.raises(jwt.InvalidTokenError, match="algorithms"):
@@ -179,7 +179,7 @@ def test_monai_labels_own_check_refuses_a_valid_token_and_ours_accepts_it(auth_o
      ("RS256,none", ValueError)],
 )
 def test_accepted_algorithms(monkeypatch, value, expected):
-    from lib import auth
+    from lib.compat import auth
 
     monkeypatch.delenv(auth.ALGORITHMS_ENV, raising=False)
     if expected is ValueError:
@@ -192,7 +192,7 @@ def test_accepted_algorithms(monkeypatch, value, expected):
 def test_identity_server_errors_become_401_and_503():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-    from lib import auth
+    from lib.compat import auth
 
     api = FastAPI()
 

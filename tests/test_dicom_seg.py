@@ -265,11 +265,11 @@ def test_label_info_for_all_organs_shifts_segment_names(dcmqi, ct_series, infer_
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# the app's guard (apps/dinomix/lib/dicom_seg.py): every organ named right whatever list a client sends
+# the app's guard (apps/dinomix/lib/compat/dicom_seg.py): every organ named right whatever list a client sends
 # ------------------------------------------------------------------------------------------------------------------
 sys.path.insert(0, str(REPO / "apps" / "dinomix"))
 from fastapi import HTTPException  # noqa: E402
-from lib import dicom_seg as app_dicom_seg  # noqa: E402
+from lib.compat import dicom_seg as app_dicom_seg  # noqa: E402
 
 
 @pytest.mark.parametrize(

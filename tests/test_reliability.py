@@ -412,7 +412,7 @@ def test_huge_volumes_are_refused_without_allocating(srv, model):
 
 
 def test_uploads_over_the_size_limit_are_refused_before_they_are_stored(srv, model):
-    """``max_upload_mb`` (lib/limits.py): by Content-Length before reading, or while a chunked body streams in."""
+    """``max_upload_mb`` (lib/compat/limits.py): by Content-Length before reading, or while a chunked body streams in."""
     before = snapshot(srv.studies)
     big = os.urandom(MAX_UPLOAD_MB * 2**20 + 1024)
     for r in (add_image(srv, "too_many_bytes", big), put_label(srv, UNLABELED, big), infer(srv, data=big)):
@@ -607,6 +607,26 @@ def test_server_killed_while_saving_labels_loses_no_acknowledged_label(faults):
     r = put_label(srv, UNLABELED, nifti_bytes(box_label(shape, 7), affine))
     assert r.status_code == 200, detail(r)
     assert not list(studies.rglob(".*.tmp*")), "temporary files of the killed server were not cleaned up"
+
+
+def test_start_up_removes_the_temporary_files_of_dead_writers_only(tmp_path):
+    """The datastore's clean-up knows the names dinomix_core.artifacts.atomic_write gives its temporary files."""
+    import sys
+
+    from dinomix_core.artifacts import temp_path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps" / "dinomix"))
+    from lib.datastore import remove_stale_temp_files
+
+    final = tmp_path / "labels" / "final"
+    final.mkdir(parents=True)
+    mine = temp_path(final / "case.nii.gz")  # this process's: a write in flight cannot exist at start-up
+    dead = tmp_path / f".datastore_v2.json.tmp{2**22 + 12345}.140000000000"
+    alive = tmp_path / f".img.nii.gz.tmp{os.getppid()}.1"  # a running process's write in flight
+    for p in (mine, dead, alive, tmp_path / "case.nii.gz"):
+        p.write_bytes(b"x")
+    assert mine.name.startswith(".case.nii.gz.tmp") and remove_stale_temp_files(str(tmp_path)) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted([alive.name, "case.nii.gz"])
 
 
 # ----------------------------------------------------------------------------- training preconditions (empty server)

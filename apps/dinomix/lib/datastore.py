@@ -10,13 +10,14 @@
   so a killed server never leaves a torn file, and every acknowledged label survives a restart.
 - A replaced ``final`` label is first copied (atomically) to ``labels/history/<tag>/`` (a submitted label is
   never lost).
+- :func:`image_path_allowed`: the only files inference may read besides datastore images (main.py's guard).
 """
 
 import json
 import logging
 import os
 import re
-import shutil
+import tempfile
 import time
 from typing import Any, Dict
 
@@ -25,10 +26,10 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from dinomix_core.data import InvalidVolumeError
+from dinomix_core.artifacts import atomic_copy, atomic_write, pid_alive
+from dinomix_core.errors import InvalidVolumeError
 from dinomix_core.inference import DEFAULT_MAX_VOXELS, image_voxel_count
 from dinomix_core.labels import check_image, check_label
-from dinomix_core.registry import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,33 +40,6 @@ _VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd")
 HISTORY_DIR = "history"
 
 
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _atomic_copy(src: str, dest: str) -> None:
-    """Copy ``src`` to ``dest`` through a fsynced temporary file in the destination folder and a rename."""
-    folder = os.path.dirname(dest)
-    tmp = os.path.join(folder, f".{os.path.basename(dest)}.tmp{os.getpid()}")
-    try:
-        with open(src, "rb") as fi, open(tmp, "wb") as fo:
-            shutil.copyfileobj(fi, fo)
-            fo.flush()
-            os.fsync(fo.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(folder)
-
-
 def _volume_ext(filename: str) -> str:
     low = filename.lower()
     for ext in _VOLUME_EXTS:
@@ -74,21 +48,12 @@ def _volume_ext(filename: str) -> str:
     return os.path.splitext(filename)[1] or "(none)"
 
 
+#: the temporary files of dinomix_core.artifacts.atomic_write (``.NAME.tmpPID.THREAD``, see its temp_path)
 _TMP_FILE = re.compile(r"^\..+\.tmp(\d+)(\.\d+)?$")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def remove_stale_temp_files(studies: str) -> int:
-    """Delete temporary files left by a killed writer (``.NAME.tmpPID``) in the studies and label folders."""
+    """Delete temporary files left by a killed writer (``.NAME.tmpPID.THREAD``) in the studies and label folders."""
     folders = [studies]
     labels = os.path.join(studies, "labels")
     for sub in (labels, os.path.join(labels, HISTORY_DIR)):
@@ -99,7 +64,7 @@ def remove_stale_temp_files(studies: str) -> int:
         for name in os.listdir(folder):
             m = _TMP_FILE.match(name)
             path = os.path.join(folder, name)
-            if m and os.path.isfile(path) and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+            if m and os.path.isfile(path) and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
                 try:
                     os.remove(path)
                     removed += 1
@@ -108,6 +73,29 @@ def remove_stale_temp_files(studies: str) -> int:
     if removed:
         logger.info("removed %d temporary file(s) left by an interrupted write in %s", removed, studies)
     return removed
+
+
+def _inside(path: str, root: str) -> bool:
+    root = os.path.realpath(root)
+    return path == root or path.startswith(root + os.sep)
+
+
+def is_image_path(image: str) -> bool:
+    """Whether the ``image`` of an inference request is a file path (an upload, or ``params``) rather than an id."""
+    return os.path.isabs(image) or ".." in image or os.sep in image or os.path.exists(image)
+
+
+def image_path_allowed(path: str, studies: str, sessions: Any = None) -> bool:
+    """Whether inference may read the file ``path``: in the studies folder, an upload or a MONAI Label session
+    (of ``sessions``, MONAI Label's session store)."""
+    real = os.path.realpath(path)
+    if _inside(real, studies):
+        return True
+    tmp = os.path.realpath(tempfile.gettempdir())
+    if os.path.dirname(real) == tmp and os.path.basename(real).startswith("tmp"):
+        return True  # an upload: MONAI Label's NamedTemporaryFile
+    store = getattr(sessions, "store_path", None)
+    return bool(store) and _inside(real, store)
 
 
 class DinoMixDatastore(LocalDatastore):
@@ -176,8 +164,8 @@ class DinoMixDatastore(LocalDatastore):
                     stamp = int(time.time() * 1000)
                     while os.path.exists(os.path.join(hist, f"{image_id}.{stamp}{old.ext}")):
                         stamp += 1
-                    _atomic_copy(old_path, os.path.join(hist, f"{image_id}.{stamp}{old.ext}"))
-            _atomic_copy(label_filename, dest)
+                    atomic_copy(old_path, os.path.join(hist, f"{image_id}.{stamp}{old.ext}"))
+            atomic_copy(label_filename, dest)
             if old is not None and old.ext != ext:
                 old_path = os.path.join(label_dir, self._filename(image_id, old.ext))
                 if os.path.exists(old_path):
@@ -215,7 +203,7 @@ class DinoMixDatastore(LocalDatastore):
                 raise HTTPException(
                     status_code=409, detail=f"image id {image_id!r} already exists; nothing stored (choose another id)"
                 )
-            _atomic_copy(image_filename, dest)
+            atomic_copy(image_filename, dest)
             info = dict(image_info or {})
             info["ts"] = int(time.time())
             info["name"] = name
@@ -243,7 +231,7 @@ class DinoMixDatastore(LocalDatastore):
     def _update_datastore_file(self, lock=True):
         def _write():
             self._ignore_event_config = True
-            atomic_write_text(
+            atomic_write(
                 self._datastore_config_path,
                 json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str),
             )

@@ -11,8 +11,8 @@ import numpy as np
 from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from dinomix_core.data import InvalidVolumeError
-from dinomix_core.inference import ModelNotFoundError, Predictor
+from dinomix_core.errors import ModelNotFoundError
+from dinomix_core.inference import Predictor
 from dinomix_core.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ NO_MODEL = (
 class DinoMixInfer(InferTask):
     """DINO-Mix (arXiv 2602.07819) multi-organ CT segmentation.
 
-    A newly published model is picked up by the next request (the predictor reloads on a new file time).
+    A newly published model is picked up by the next request (the predictor reloads on a new file time). No model
+    to serve is answered 409, an unusable image 422 (lib/compat/errors.py).
     """
 
     def __init__(self, registry: ModelRegistry, labels: Dict[str, int], max_voxels: int):
@@ -69,10 +70,8 @@ class DinoMixInfer(InferTask):
         t0 = time.time()
         try:
             label, affine = self.predictor.predict(image)
-        except ModelNotFoundError:
-            raise HTTPException(status_code=409, detail=NO_MODEL)
-        except InvalidVolumeError as e:
-            raise HTTPException(status_code=422, detail=str(e))
+        except ModelNotFoundError:  # say what to do about it
+            raise ModelNotFoundError(NO_MODEL) from None
         t1 = time.time()
         fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix="dinomix_")
         os.close(fd)

@@ -10,25 +10,27 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from dinomix_core.registry import ModelRegistry
-from dinomix_core.service import TrainingJob, parse_train_options, read_train_stats
+from dinomix_core.service import TrainingJob, TrainRequest, read_train_stats
 
 logger = logging.getLogger(__name__)
 
 
 class DinoMixTrain(TrainTask):
-    def __init__(self, registry: ModelRegistry, defaults: Dict[str, Any]):
+    """Args: registry: the app's models; defaults: the app's training defaults (a request overrides them)."""
+
+    def __init__(self, registry: ModelRegistry, defaults: TrainRequest):
         super().__init__("DINO-Mix semi-supervised training (FKD + PIC + EMA consistency) on the datastore")
         self.registry = registry
         self.defaults = defaults
 
     def config(self) -> Dict[str, Any]:
-        return dict(self.defaults)
+        return self.defaults.to_dict()
 
     def stats(self) -> Dict[str, Any]:
         return read_train_stats(str(self.registry.model_dir))
 
     def __call__(self, request, datastore: Datastore):
-        options = parse_train_options(request, self.defaults)
+        options = TrainRequest.from_request(request, self.defaults)
         tag = DefaultLabelTag.FINAL.value
         labeled = [
             (i, datastore.get_image_uri(i), datastore.get_label_uri(i, tag)) for i in datastore.get_labeled_images(tag)

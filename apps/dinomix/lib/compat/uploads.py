@@ -1,4 +1,4 @@
-"""Remove an upload's temporary copy when the request fails, not only when it succeeds.
+"""MONAI Label 0.8.5 bug fixed: a refused upload leaves its temporary copy on the server's disk.
 
 MONAI Label 0.8.5's upload endpoints (``PUT /datastore/image``, ``PUT /datastore/label``, ``POST /infer/{model}``
 with a file) copy the upload to a temporary file and schedule its removal as a FastAPI *background task*.

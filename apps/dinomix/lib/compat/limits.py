@@ -1,4 +1,4 @@
-"""A request-size limit for uploads: no method logic here.
+"""MONAI Label 0.8.5 bug fixed: no limit on request bodies, so one huge or endless upload fills the disk.
 
 MONAI Label 0.8.5 sets no limit on request bodies and streams uploads (``PUT /datastore/image``,
 ``PUT /datastore/label``, ``POST /infer`` with a file) to temporary files, so one huge or endless upload can fill
@@ -7,28 +7,19 @@ larger than ``max_bytes`` with 413 and a message: from the ``Content-Length`` he
 for a chunked body without one, as soon as the bytes received pass the limit (the app then sees a client that
 went away, and its answer is replaced by the 413; nothing is stored).
 
-App option ``--conf max_upload_mb N`` (default 4096; 0 turns the limit off).
+App option ``--conf max_upload_mb N`` (default 4096; 0 turns the limit off; parsed in lib/options.py). :func:`install`
+adds the middleware to MONAI Label's FastAPI app.
 """
 
 import json
 import logging
 from typing import Any, Callable, Dict
 
+from starlette.middleware import Middleware
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_UPLOAD_MB = 4096
 _METHODS = {"POST", "PUT", "PATCH"}
-
-
-def parse_max_upload_mb(value: Any) -> int:
-    """The ``max_upload_mb`` option as an integer >= 0; ``ValueError`` naming the option otherwise."""
-    try:
-        mb = int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"max_upload_mb must be a whole number of megabytes (0: no limit), got {value!r}.") from None
-    if mb < 0:
-        raise ValueError(f"max_upload_mb must be >= 0, got {mb}.")
-    return mb
 
 
 class UploadLimit:
@@ -116,3 +107,19 @@ class UploadLimit:
                 raise
         if exceeded:
             await refuse()
+
+
+def install(api: Any, max_upload_mb: int) -> bool:
+    """Refuse request bodies over ``max_upload_mb`` on the FastAPI app ``api`` (idempotent); 0: no limit.
+
+    Returns whether the limit is in place.
+    """
+    if max_upload_mb <= 0:
+        logger.warning("DINO-Mix: no upload size limit (max_upload_mb=%s)", max_upload_mb)
+        return False
+    if not any(m.cls is UploadLimit for m in api.user_middleware):
+        # innermost user middleware: inside CORS, so a 413 carries the CORS headers a browser client needs
+        api.user_middleware.append(Middleware(UploadLimit, max_bytes=max_upload_mb * 2**20))
+        api.middleware_stack = None  # Starlette rebuilds the stack on the next request
+        logger.info("DINO-Mix: uploads limited to %d MB", max_upload_mb)
+    return True

@@ -1,4 +1,4 @@
-"""Make MONAI Label 0.8.5's authentication usable: no method logic here.
+"""MONAI Label 0.8.5 bug fixed: with authentication on, every bearer token is refused (401), valid or not.
 
 MONAI Label checks bearer tokens in ``monailabel.endpoints.user.auth.from_token`` with
 ``jwt.decode(token, key, options=...)`` and no ``algorithms``. The PyJWT it requires (``pyjwt>=2.8``) refuses

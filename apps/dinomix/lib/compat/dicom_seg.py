@@ -1,4 +1,5 @@
-"""DICOM-SEG output that names every organ right: a guard around MONAI Label 0.8.5's conversion. No method logic.
+"""MONAI Label 0.8.5 bug fixed: DICOM-SEG output names segments after the wrong organs, and a failed conversion
+is a bare 500. A guard around MONAI Label's conversion; no method logic.
 
 For ``POST /infer/dinomix?output=dicom_seg`` (DICOMweb datastores) MONAI Label calls
 ``monailabel.datastore.utils.convert.nifti_to_dicom_seg(series_dir, label_file, label_info)``, which pairs

@@ -1,4 +1,5 @@
-"""Background-task guards for MONAI Label 0.8.5 (``monailabel.utils.async_tasks``): no method logic here.
+"""MONAI Label 0.8.5 bug fixed: a training request or a Stop that arrives before the subprocess exists is
+mishandled (``monailabel.utils.async_tasks``): a double click queues a second training, a Stop is lost.
 
 MONAI Label runs a background training in a subprocess that a worker thread starts some time after the
 ``POST /train/{model}`` answered. Two races follow from that gap:
