@@ -32,7 +32,7 @@ serve: studies
 	  $(BIN)/monailabel start_server --app apps/dinomix --studies $(STUDIES) --host $(HOST) --port $(PORT) $(CONF)
 
 test: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -ra tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -ra --durations=15 tests
 
 # the starter model served before the first Retrain, from sample_data/ only (see dinomix_core/starter.py)
 starter: $(STAMP)
