@@ -1,6 +1,6 @@
 """The day-one model on a real CT it never saw: the starter model, then one default Retrain.
 
-    python benchmarks/real_ct.py --ts-dir ../shared/data/real_ct/ts_example [--seeds 0 1 2]
+    python benchmarks/real_ct.py --ts-dir PATH/TO/ts_example [--seeds 0 1 2]
 
 For each seed of the starter recipe (``dinomix_core.starter``, trained from ``sample_data/studies`` only):
 
@@ -11,7 +11,7 @@ For each seed of the starter recipe (``dinomix_core.starter``, trained from ``sa
    a copy of the sample studies plus one more submitted label (``synthetic_phantom_003``, its generator's label map);
 4. score the retrained model the same way.
 
-ts_example's labels are TotalSegmentator model output (see its README), read from shared/ and never copied.
+ts_example's labels are TotalSegmentator model output (see its README), read from the folder given and never copied.
 Results: ``benchmarks/results/real_ct.json`` (written after every step) and ``real_ct.md``.
 """
 
@@ -151,7 +151,7 @@ def merge(files: list, output: Path) -> int:
 
 def main(argv: Optional[list] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ts-dir", default=str(REPO.parent / "shared" / "data" / "real_ct" / "ts_example"))
+    p.add_argument("--ts-dir", required=True, help="folder with the real CT ct.nii.gz and its label.nii.gz")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--starter-iterations", type=int, default=STARTER_ITERATIONS)
     p.add_argument("--retrain-iterations", type=int, default=None,
@@ -176,7 +176,7 @@ def main(argv: Optional[list] = None) -> int:
     out = Path(args.output)
     results: Dict[str, Any] = {
         "command": "python benchmarks/real_ct.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "data": "ts_example: real abdominal CT 122x101x112 at 3 mm, labels TotalSegmentator output (shared/)",
+        "data": "ts_example: real abdominal CT 122x101x112 at 3 mm, labels TotalSegmentator output",
         "trained_on": "sample_data/studies only (1 real CT + SYNTHETIC phantoms)",
         "starter_iterations": args.starter_iterations,
         "retrain_options": TrainRequest.from_request(

