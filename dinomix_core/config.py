@@ -291,7 +291,7 @@ class DinoMixConfig:
         return json.dumps(self.to_dict(), indent=2)
 
 
-#: The named starting points of every configuration; every list of preset choices (CLI, app, Slicer) is
+#: The named starting points of every configuration; the preset choices of the CLI and the app are
 #: ``sorted(PRESETS)``. ``cpu``: a small network and patches for a CPU (the
 #: dataclass defaults). ``paper``: the baselines' recipe (DHC): V-Net-sized network, patch 128x128x64 (x, y, z),
 #: SGD 3e-2 poly, batch 2+2.
