@@ -370,7 +370,7 @@ def _objects(client):
     return client.datastore("all")["objects"]
 
 
-def test_info_organs_and_model_status(client):
+def test_info_organs_and_model_status(client, trained):
     info = client.info()
     assert "config" not in info  # the stock Slicer MONAI Label plugin refuses such a server
     assert client.organs(info=info) == list(ORGANS)
