@@ -141,35 +141,6 @@ def test_write_phantom_nifti(tmp_path, phantoms):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c.nii.gz"]
 
 
-def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
-    """``dinomix benchmark ssl --quick`` end to end on tiny SYNTHETIC data: real training, selection, scoring."""
-    import json
-
-    from dinomix_core.benchmark_ssl import run_ssl_benchmark
-
-    with pytest.raises(ValueError, match="unknown method"):
-        run_ssl_benchmark(str(tmp_path / "bad"), seeds=[0], methods=["nope"], scale="quick")
-    res = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised", "supervised_all", "dinomix"],
-                            scale="quick", device="cpu")
-    saved = json.loads((tmp_path / "ssl_benchmark.json").read_text())
-    assert saved["methods"].keys() == res["methods"].keys() == {"supervised", "supervised_all", "dinomix"}
-    for m in saved["methods"].values():
-        assert 0.0 <= m["mean_dice"] <= 100.0 and len(m["per_organ"]) == 13 and m["seeds"] == [0]
-        run = m["runs"][0]
-        assert [p["iteration"] for p in run["validation_curve"]] == [2, 4] and run["selected_iteration"] in (2, 4)
-    assert saved["headroom"] == {"supervised_labeled": res["methods"]["supervised"]["mean_dice"],
-                                 "supervised_all": res["methods"]["supervised_all"]["mean_dice"]}
-    # pseudo-label precision and recall only for the semi-supervised method, at every validation
-    assert saved["methods"]["supervised"]["runs"][0]["pseudo_labels"] == []
-    curve = saved["methods"]["dinomix"]["runs"][0]["pseudo_labels"]
-    assert [c["iteration"] for c in curve] == [2, 4] and set(curve[0]["precision"]) == set(curve[0]["recall"])
-    assert "SYNTHETIC" in (tmp_path / "ssl_benchmark.md").read_text()
-    assert (tmp_path / "ssl_benchmark_per_organ.png").stat().st_size > 1000
-    # --resume keeps finished runs
-    again = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved)
-    assert again["methods"]["supervised"]["runs"] == saved["methods"]["supervised"]["runs"]
-
-
 def test_variation_defaults_and_validation():
     from dinomix_core.phantoms import PhantomVariation
 
