@@ -47,3 +47,21 @@ def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
     # --resume keeps finished runs
     again = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved)
     assert again["methods"]["supervised"]["runs"] == saved["methods"]["supervised"]["runs"]
+
+
+def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
+    """The transductive real-CT check with 1 iteration: the second real CT is unlabeled, its labels only score."""
+    from pathlib import Path
+
+    from dinomix_core.benchmark_ssl import run_real_transductive
+
+    repo = Path(__file__).resolve().parents[1]
+    ts = repo.parent / "shared" / "data" / "real_ct" / "ts_example"
+    res = run_real_transductive(str(ts), str(repo / "sample_data" / "studies"), tmp_path, seeds=[0], iterations=1,
+                                methods=["supervised"], device="cpu")
+    assert res["labeled"] == ["real_ct_001.nii.gz"] and res["unlabeled"] == "ct.nii.gz"
+    assert len(res["organs_present"]) == 12 and "esophagus" not in res["organs_present"]
+    run = res["supervised"]["runs"][0]
+    assert set(run["per_organ"]) == set(res["organs_present"]) and 0.0 <= run["mean_dice"] <= 100.0
+    with pytest.raises(FileNotFoundError, match="no ct.nii.gz"):
+        run_real_transductive(str(tmp_path), str(repo / "sample_data" / "studies"), tmp_path, [0], 1)
