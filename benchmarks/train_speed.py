@@ -99,7 +99,8 @@ def mode_config(mode: str, args: argparse.Namespace, teacher: str, iterations: O
     from dinomix_core.config import get_preset
 
     total = args.warmup + (args.iterations if iterations is None else iterations)
-    base = get_preset(args.preset, max_iterations=total, val_interval=0, seed=0)
+    base = get_preset(args.preset, max_iterations=total, val_interval=0, seed=0,
+                      patch_size=tuple(args.patch) if args.patch else None)
     if mode == "supervised":
         return base.replace(teacher="none", use_fkd=False, use_pic=False, use_consistency=False)
     if mode == "supervised_1patch":
@@ -254,7 +255,7 @@ def run_mode(mode: str, args: argparse.Namespace, data_json: Path) -> Dict[str, 
         sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--data", str(data_json),
         "--iterations", str(args.iterations), "--warmup", str(args.warmup), "--threads", str(args.threads),
         "--rounds", str(args.rounds),
-        "--preset", args.preset, "--device", args.device,
+        "--preset", args.preset, "--device", args.device, *(["--patch", *map(str, args.patch)] if args.patch else []),
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -376,6 +377,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--teacher", default=None, help="DINOv3 folder (default: random-init ViT-S/16 in a temp folder)")
     p.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    p.add_argument("--patch", type=int, nargs=3, default=None, help="patch (x, y, z) instead of the preset's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     p.add_argument("--labeled", type=int, default=2, help="SYNTHETIC labeled phantoms")

@@ -18,15 +18,16 @@ def test_train_speed_reports_every_mode_ratio_and_target(tiny_teacher, tmp_path,
     out = tmp_path / "train_speed.json"
     train_speed.main([
         "--rounds", "1", "--iterations", "2", "--warmup", "0", "--labeled", "1", "--unlabeled", "1",
-        "--shape", "48", "48", "24", "--teacher", tiny_teacher, "--threads", "1", "--output", str(out),
+        "--shape", "48", "48", "24", "--patch", "32", "32", "16", "--teacher", tiny_teacher, "--threads", "1",
+        "--modes", "supervised", "dinomix_live", "dinomix_cache", "--output", str(out),
     ])
     printed = capsys.readouterr().out
     res = json.loads(out.read_text())
     modes = res["modes"]
-    assert set(modes) == set(train_speed.MODES)
-    # student patches per iteration: supervised takes the DINO-Mix student batch, the reference half of it
+    assert set(modes) == {"supervised", "dinomix_live", "dinomix_cache"}  # --modes (supervised_1patch left out)
+    # student patches per iteration: supervised takes the DINO-Mix student batch
     assert {m: r["student_patches_per_it"] for m, r in modes.items()} == {
-        "supervised": 2, "supervised_1patch": 1, "dinomix_live": 2, "dinomix_cache": 2,
+        "supervised": 2, "dinomix_live": 2, "dinomix_cache": 2,
     }
     assert all(len(r["iteration_s"]) == 2 and r["median_s_per_it"] > 0 and r["peak_rss_mb"] > 0 for r in modes.values())
     assert modes["dinomix_cache"]["cache_build_s"] > 0 and modes["dinomix_live"]["cache_build_s"] is None
@@ -38,5 +39,11 @@ def test_train_speed_reports_every_mode_ratio_and_target(tiny_teacher, tmp_path,
     assert s["pass_cache_over_supervised"] == (s["cache_over_supervised"] <= 1.3)
     assert s["teacher_path_live_s"] > 0 and s["teacher_path_cache_s"] > 0
     assert s["pass_live_over_cache"] == (s["live_over_cache_teacher_path"] >= 10)
-    for line in ("(c)/(a)   per iteration", "paired steps", "(c)/(a1)", "teacher path live / cache", "peak RSS"):
+    for line in ("(c)/(a)   per iteration", "paired steps", "teacher path live / cache", "peak RSS"):
         assert line in printed
+    # the reference mode left out above: half the student batch, supervised
+    import argparse
+
+    args = argparse.Namespace(warmup=0, iterations=2, preset="cpu", patch=None)
+    ref = train_speed.mode_config("supervised_1patch", args, "none")
+    assert (ref.batch_size_unlabeled, ref.use_pic, ref.use_consistency, ref.max_iterations) == (0, False, False, 2)
