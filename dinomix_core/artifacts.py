@@ -147,8 +147,8 @@ class ModelFile:
         return list(self.config.get("label_names") or [])
 
     def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["model"] = self.model  # asdict deep-copies tensors; keep the references
+        """The file's dictionary (the tensors by reference, not copied)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["label_names"] = self.label_names
         return d
 
