@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
 
 from .labels import NUM_CLASSES, ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 

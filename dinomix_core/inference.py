@@ -12,7 +12,6 @@ import gzip
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 

@@ -8,7 +8,7 @@ The same :func:`build_student` is used by training and inference.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,6 @@ which model Next Sample runs automatically (``initSample``: the first model whos
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import nibabel as nib
