@@ -104,7 +104,7 @@ def start_server(
             if status == 200:
                 return srv
         except Exception:
-            time.sleep(1)
+            time.sleep(0.25)
     stop_server(srv)
     raise RuntimeError(f"server did not answer within 180 s:\n{srv.log_tail()}")
 

@@ -464,7 +464,7 @@ def _wait_idle(client, timeout_s=600):
     t0 = time.monotonic()
     while client.training_running():
         assert time.monotonic() - t0 < timeout_s, "a training run on the shared server does not end"
-        time.sleep(1)
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="module")

@@ -456,7 +456,7 @@ def _ensure_trained_model(client, workdir):
     t0 = time.monotonic()
     while client.training_running():
         assert time.monotonic() - t0 < 600, "a training run on the shared server does not end"
-        time.sleep(1)
+        time.sleep(0.25)
     if client.model_status()["model_present"]:
         return
     if not client.datastore("stats").get("completed"):
