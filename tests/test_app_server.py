@@ -271,6 +271,7 @@ def test_info_lists_model_trainer_and_strategies(api):
     t = info["trainers"][MODEL]
     assert t["config"]["max_iterations"] == 200 and t["config"]["preset"] == "cpu"
     assert {"val_fraction", "teacher", "device", "use_fkd", "use_pic", "use_consistency"} <= set(t["config"])
+    assert t["presets"] == ["cpu", "paper"] and "presets" not in t["config"]  # choices beside the options
     assert {STRATEGY, "random", "first"} <= set(info["strategies"])
     assert MODEL in info["train_stats"]
     assert info["datastore"]["total"] == 8

@@ -101,6 +101,7 @@ CONNECT_SUMMARY = {
     "training_running": False,
     "train_config": {"max_iterations": 200, "preset": "cpu", "use_fkd": True, "use_pic": True, "device": "auto",
                      "teacher": "none"},
+    "train_presets": ["cpu", "gpu_small", "paper"],
 }  # fmt: skip
 
 
@@ -188,6 +189,9 @@ def test_connect_button_calls_logic_and_fills_the_panel(env, make_widget):
     assert w.ui.strategyComboBox.currentText == "dinomix_minority_uncertainty"
     assert w.ui.serverInfoLabel.text == "DINO-Mix: models dinomix; no trained model yet: submit a label and Retrain"
     assert w.ui.iterationsSpinBox.value == 200  # server's training default
+    presets = w.ui.presetComboBox
+    assert [presets.itemText(i) for i in range(presets.count)] == ["cpu", "gpu_small", "paper"]  # the server's list
+    assert presets.currentText == "cpu"
     assert "no DINOv3 teacher" in w.ui.fkdCheckBox.toolTip
     assert qt.QSettings().value("DinoMix/serverUrl") == "http://10.0.0.5:8123"
     assert _errors(slicer) == []
@@ -421,6 +425,8 @@ def test_real_logic_connects_to_the_live_server(env, make_widget, live_server):
     assert "dinomix_minority_uncertainty" in [
         w.ui.strategyComboBox.itemText(i) for i in range(w.ui.strategyComboBox.count)
     ]
+    presets = w.ui.presetComboBox
+    assert [presets.itemText(i) for i in range(presets.count)] == ["cpu", "paper"]  # from dinomix_core.config.PRESETS
     listed = "dinomix" in live_server.get("/info/")[1]["models"]  # listed once a model was trained (no starter)
     assert w.ui.serverInfoLabel.text.startswith(
         "DINO-Mix: models dinomix;" if listed else "DINO-Mix: models none; no trained model yet")

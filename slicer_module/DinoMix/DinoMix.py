@@ -223,6 +223,7 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
             index = self.ui.strategyComboBox.findText(preferred)
             self.ui.strategyComboBox.setCurrentIndex(index if index >= 0 else 0)
 
+        self.applyTrainPresets(summary.get("train_presets") or [])
         self.applyTrainDefaults(summary.get("train_config") or {})
         if summary.get("training_running"):
             self._startPolling()
@@ -267,6 +268,16 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
             f"Saved final label for {result.get('image', '?')} "
             f"({len(result.get('organs', []))} organ(s)). Press Retrain to update the model."
         )
+
+    def applyTrainPresets(self, presets):
+        """The server's preset names (``/info`` ``trainers.dinomix.presets``) as the preset choices."""
+        names = [str(p) for p in presets if isinstance(p, str) and p]
+        if not names:
+            return
+        current = self.ui.presetComboBox.currentText
+        self.ui.presetComboBox.clear()
+        self.ui.presetComboBox.addItems(names)
+        self.ui.presetComboBox.setCurrentText(current if current in names else names[0])
 
     def applyTrainDefaults(self, config):
         """Show the server's training defaults (``/info`` ``trainers.dinomix.config``) in the Retrain fields."""
@@ -442,6 +453,7 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
             "default_strategy": DEFAULT_STRATEGY if DEFAULT_STRATEGY in strategies else "random",
             "training_running": running,
             "train_config": dict((trainers.get(self.model) or {}).get("config") or {}),
+            "train_presets": list((trainers.get(self.model) or {}).get("presets") or []),
         }
 
     def nextSample(self, strategy=DEFAULT_STRATEGY):

@@ -9,6 +9,7 @@ from typing import Any, Dict
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
+from dinomix_core.config import PRESETS
 from dinomix_core.registry import ModelRegistry
 from dinomix_core.service import TrainingJob, TrainRequest, read_train_stats
 
@@ -25,6 +26,10 @@ class DinoMixTrain(TrainTask):
 
     def config(self) -> Dict[str, Any]:
         return self.defaults.to_dict()
+
+    def info(self) -> Dict[str, Any]:
+        # the preset choices beside (not inside) ``config``: the stock plugin shows every config key as an option
+        return {**super().info(), "presets": sorted(PRESETS)}
 
     def stats(self) -> Dict[str, Any]:
         return read_train_stats(str(self.registry.model_dir))
