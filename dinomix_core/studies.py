@@ -12,10 +12,10 @@ modified.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
+from .artifacts import atomic_copy
 from .labels import LABEL_EXTENSIONS, volume_stem
 
 __all__ = ["STUDY_EXTENSIONS", "LABEL_SUBDIR", "default_sample_dir", "prepare_studies", "list_studies"]
@@ -100,9 +100,7 @@ def prepare_studies(output_dir: PathLike, sample_dir: Optional[PathLike] = None,
     for s, d in pairs:
         if d.exists() and not overwrite:
             continue
-        tmp = d.with_name(f".{d.name}.tmp")
-        shutil.copyfile(s, tmp)  # copyfile: no permission bits, so copies of read-only inputs stay writable
-        os.replace(tmp, d)
+        atomic_copy(s, d)  # content only, no permission bits: copies of read-only inputs stay writable
     return out
 
 
