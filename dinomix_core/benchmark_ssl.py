@@ -39,6 +39,7 @@ from .artifacts import atomic_write
 from .config import DinoMixConfig, get_preset
 from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 from .phantoms import PhantomVariation
+from .trainer import TrainingCallback
 
 __all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "run_ssl_benchmark", "ssl_main"]
 
@@ -156,28 +157,19 @@ def score_model(model_path: str, cases: Sequence[Tuple[str, str]]) -> Dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------- pseudo-labels
-class PseudoLabelMonitor:
+class PseudoLabelMonitor(TrainingCallback):
     """A trainer callback: precision and recall of the EMA teacher's confident pseudo-labels, per organ, against
-    the hidden labels of the unlabeled volumes, every ``every`` iterations (:class:`~dinomix_core.trainer.
-    TrainingCallback`)."""
+    the hidden labels of the unlabeled volumes, every ``every`` iterations (semi-supervised runs only; the hidden
+    labels are read at the first measurement)."""
 
     def __init__(self, hidden: Sequence[Tuple[str, str]], every: int) -> None:
         self.hidden, self.every = list(hidden), max(1, every)
         self.curve: List[Dict[str, Any]] = []
         self._labels: Optional[Dict[str, torch.Tensor]] = None
 
-    def on_train_start(self, trainer) -> None:
-        from .data import load_cases
-
-        vols, _ = load_cases(trainer.config, self.hidden)
-        self._labels = {v.case_id: v.label for v in vols}
-
     def on_iteration_end(self, trainer, record, logs, validation) -> None:
         if trainer.semi_supervised and record["iteration"] % self.every == 0:
             self.curve.append({"iteration": record["iteration"], **self.measure(trainer)})
-
-    def on_train_end(self, trainer, summary) -> None:
-        pass
 
     @torch.no_grad()
     def measure(self, trainer) -> Dict[str, Any]:
@@ -185,6 +177,10 @@ class PseudoLabelMonitor:
 
         from .consistency import pseudo_labels
 
+        if self._labels is None:
+            from .data import load_cases
+
+            self._labels = {v.case_id: v.label for v in load_cases(trainer.config, self.hidden)[0]}
         cfg, tp, npred, nref = trainer.config, np.zeros(len(ORGANS)), np.zeros(len(ORGANS)), np.zeros(len(ORGANS))
         for v in trainer.unlabeled:
             ref = self._labels[v.case_id]
@@ -314,6 +310,7 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
     scored on those labels (mean Dice over the organs present). The app's ``cpu`` preset, same budget."""
     import nibabel as nib
 
+    from .inference import Predictor
     from .studies import list_studies
     from .trainer import run_training
 
@@ -333,8 +330,6 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
             cfg = get_preset("cpu", seed=seed, max_iterations=iterations, val_interval=0, **METHODS[m][0])
             t0 = time.time()
             summary = run_training(cfg, labeled, [str(ct)], str(out / "real_runs" / f"{m}_seed{seed}"), device=device)
-            from .inference import Predictor
-
             pred, _ = Predictor(summary["checkpoint"], device="cpu").predict(str(ct))
             d = dice_per_organ(pred, ref)
             rows.append({"seed": seed, "mean_dice": round(100 * float(np.mean([d[c - 1] for c in present])), 2),
@@ -418,7 +413,9 @@ def _plots(results: Dict[str, Any], out: Path) -> None:
 def ssl_main(args) -> int:
     out = Path(args.output or "benchmarks/results")
     existing = None
-    if getattr(args, "resume", False) and (out / "ssl_benchmark.json").exists():
+    # the real-CT check is added to the results file in place; --resume keeps the finished phantom runs
+    keep = getattr(args, "resume", False) or getattr(args, "real_ct_dir", None)
+    if keep and (out / "ssl_benchmark.json").exists():
         existing = json.loads((out / "ssl_benchmark.json").read_text())
     scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else "default")
     if getattr(args, "real_ct_dir", None):

@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 volumes, 6000 iterations)")
     b.add_argument("--resume", action="store_true", help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json")
     b.add_argument("--real-ct-dir", default=None,
-                   help="ssl: instead, the real-CT transductive check (a folder with ct.nii.gz and label.nii.gz)")
+                   help="ssl: instead, the real-CT transductive check (a folder with ct.nii.gz and label.nii.gz), "
+                        "added to OUTPUT/ssl_benchmark.json")
     b.add_argument("--studies", default=None, help="ssl --real-ct-dir: the studies holding the labeled real CT "
                                                    "(default sample_data/studies)")
     b.add_argument("--labeled-fraction", type=float, default=None, help="synapse/amos: labeled subset (default 0.2 / 0.05)")
