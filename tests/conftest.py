@@ -32,6 +32,22 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 FAST_TRAIN = {"max_iterations": 4, "val_fraction": 0.0}
 
 
+def add_failing_identity_server_routes(api, refusal: bytes) -> None:
+    """Routes of a FastAPI ``api`` that fail the way a call to the identity server does: ``POST /auth/token`` with
+    the identity server's 401 (body ``refusal``), ``GET /info/`` with a refused connection."""
+    import requests
+
+    @api.post("/auth/token")
+    def token():
+        r = requests.Response()
+        r.status_code, r._content = 401, refusal
+        raise requests.HTTPError("401 Client Error", response=r)
+
+    @api.get("/info/")
+    def info():
+        raise requests.ConnectionError("connection refused")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,6 @@ import os
 import sys
 
 import pytest
-import requests
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from monailabel.interfaces.exception import (
@@ -27,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from lib import compat  # noqa: E402
 from lib.compat import errors, uploads  # noqa: E402
 from lib.options import AppOptions  # noqa: E402
+from conftest import add_failing_identity_server_routes  # noqa: E402
 
 from dinomix_core.errors import InvalidVolumeError, ModelFileError, ModelNotFoundError, TrainingError  # noqa: E402
 
@@ -59,15 +59,7 @@ def client():
     def raise_case(i: int):
         raise CASES[i][0]
 
-    @api.post("/auth/token")
-    def token():
-        r = requests.Response()
-        r.status_code, r._content = 401, b'{"error": "invalid_grant"}'
-        raise requests.HTTPError("401 Client Error", response=r)
-
-    @api.get("/info/")
-    def info():
-        raise requests.ConnectionError("connection refused")
+    add_failing_identity_server_routes(api, b'{"error": "invalid_grant"}')
 
     @api.get("/bug")
     def bug():

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "slicer_module", "DinoMix"))
 sys.path.insert(0, os.path.join(ROOT, "apps", "dinomix"))
 
 import jwt  # noqa: E402
-from conftest import AUTH_USERS  # noqa: E402
+from conftest import AUTH_USERS, add_failing_identity_server_routes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from DinoMixLib.client import DinoMixClient, DinoMixClientError  # noqa: E402
 from DinoMixLib.labelmap import read_nifti, write_nifti_label  # noqa: E402
@@ -195,17 +195,7 @@ def test_identity_server_errors_become_401_and_503():
     from lib.compat import auth
 
     api = FastAPI()
-
-    @api.post("/auth/token")
-    def token():
-        r = requests.Response()
-        r.status_code, r._content = 401, b'{"error": "invalid_grant", "error_description": "Account disabled"}'
-        raise requests.HTTPError("401 Client Error", response=r)
-
-    @api.get("/info/")
-    def info():
-        raise requests.ConnectionError("connection refused")
-
+    add_failing_identity_server_routes(api, b'{"error": "invalid_grant", "error_description": "Account disabled"}')
     api.add_exception_handler(requests.RequestException, auth.identity_server_error)
     tc = TestClient(api)
     r = tc.post("/auth/token")
