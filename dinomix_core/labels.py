@@ -19,6 +19,7 @@ This module imports neither :mod:`dinomix_core.config` nor :mod:`dinomix_core.da
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -50,6 +51,8 @@ __all__ = [
     "read_volume",
     "check_image",
     "check_label",
+    "label_info_mapping",
+    "relabel_file",
 ]
 
 # ------------------------------------------------------------------------------------------- label sets
@@ -407,3 +410,101 @@ def check_label(
     data = np.asarray(lab)
     _check_ids(data, num_classes, allow_empty)
     return data.astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------- label_info (segment names)
+
+#: segment names a client may send that are not labels (the stock Slicer plugin's scribble layers): value 0.
+NON_LABEL_SEGMENTS = ("background", "foreground_scribbles", "background_scribbles")
+
+
+def label_info_mapping(label_info: Any, organs: Sequence[str]) -> Optional[Dict[int, int]]:
+    """The map from values in a submitted label file to this app's label ids, read from the names a client sent.
+
+    MONAI Label's Slicer plugin exports its segments in their order and numbers them 1, 2, ... in the file; it
+    sends ``label_info = [{"name": segment name, "idx": value}, ...]`` (``"id"`` in its other call). After a
+    segment is deleted, reordered or added, the values no longer are the app's ids, so names decide.
+
+    Args:
+        label_info: the request's list (or None / empty: the file's values are the ids already).
+        organs: the app's organ names in id order (id ``i`` is ``organs[i - 1]``); compared case-insensitively.
+
+    Returns:
+        ``{value: id}`` for every entry (background and scribble segments map to 0), or None without entries.
+
+    Raises:
+        InvalidVolumeError: an entry that is not ``{"name", "idx"}``, a name that is not one of ``organs`` (the
+            message names it and lists the organs), or two entries with one value or one name.
+    """
+    if not label_info:
+        return None
+    if not isinstance(label_info, (list, tuple)):
+        raise InvalidVolumeError(f"label_info must be a list of {{name, idx}} objects, got {type(label_info).__name__}.")
+    ids = {o.strip().lower(): i for i, o in enumerate(organs, start=1)}
+    mapping: Dict[int, int] = {}
+    seen: Dict[str, int] = {}
+    for entry in label_info:
+        value = entry.get("idx", entry.get("id")) if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidVolumeError(
+                f"label_info entries must be {{\"name\": segment name, \"idx\": its value (>= 1) in the file}}, "
+                f"got {entry!r}."
+            )
+        key = name.strip().lower()
+        if key in NON_LABEL_SEGMENTS:
+            target = 0
+        elif key in ids:
+            target = ids[key]
+        else:
+            raise InvalidVolumeError(
+                f"label_info names segment {name!r} (value {value}), which is not a label of this app; its labels "
+                f"are: {', '.join(organs)}. Rename the segment, or start the server with the label set you "
+                f"annotate (--conf labels ...)."
+            )
+        if value in mapping:
+            raise InvalidVolumeError(f"label_info gives value {value} to two segments ({name!r} and another).")
+        if target and key in seen:
+            raise InvalidVolumeError(f"label_info names two segments {name!r} (values {seen[key]} and {value}).")
+        seen[key] = value
+        mapping[value] = target
+    return mapping
+
+
+def relabel_file(src: str, dst: str, mapping: Dict[int, int]) -> Dict[int, int]:
+    """Write ``src`` with its values replaced through ``mapping`` to ``dst`` (same format and header).
+
+    Returns the mapping of the values present. Raises ``InvalidVolumeError`` naming values of the file that
+    ``mapping`` does not cover (0 is background and always kept).
+    """
+    p = str(src)
+    if p.endswith(NIFTI_EXTENSIONS):
+        import nibabel as nib
+
+        img = nib.load(p)
+        data = np.asanyarray(img.dataobj)
+    elif p.endswith(".nrrd"):
+        import nrrd
+
+        data, header = nrrd.read(p)
+    else:
+        raise InvalidVolumeError(f"cannot rename the values of {os.path.basename(p)!r}: send NIfTI or NRRD.")
+    if data.dtype.kind == "f" and not np.array_equal(data, np.round(data)):
+        raise InvalidVolumeError("label has non-integer (float) values; organ ids must be whole numbers.")
+    present = sorted(int(v) for v in np.unique(data) if v != 0)
+    missing = [v for v in present if v not in mapping]
+    if missing:
+        raise InvalidVolumeError(
+            f"label values {missing[:10]} have no label_info entry (send one {{name, idx}} per segment in the file)."
+        )
+    lut = np.zeros(max(present + [0]) + 1, dtype=np.uint16)
+    for v in present:
+        lut[v] = mapping[v]
+    out = lut[data.astype(np.int64)].astype(np.uint8 if lut.max() < 256 else np.uint16)
+    if p.endswith(NIFTI_EXTENSIONS):
+        new = img.__class__(out, img.affine, img.header)
+        new.set_data_dtype(out.dtype)
+        nib.save(new, str(dst))
+    else:
+        nrrd.write(str(dst), out, {k: v for k, v in header.items() if k != "type"})  # the type follows ``out``
+    return {v: mapping[v] for v in present}

@@ -57,7 +57,9 @@ def test_a_task_stopped_before_it_starts_never_starts(held_worker):
     gate.set()
     utils.background_executors[method].shutdown(wait=True)  # the worker reaches the task and must skip it
     assert task["status"] == "STOPPED"
-    assert "details" not in task  # MONAI Label sets it only after starting the subprocess
+    # the stock plugin's Stop reads details[-1]; one line, ours: starting the subprocess would have reset it
+    assert list(task["details"])[-1].endswith("stopped by request before it started")
+    assert len(task["details"]) == 1
     assert utils.processes(method) == {}
 
 

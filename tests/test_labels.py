@@ -284,3 +284,61 @@ def test_unreadable_and_flat_images_are_refused(tmp_path, image):
     flat = _save(tmp_path / "flat.nii.gz", np.zeros((6, 5, 1), np.int16))
     with pytest.raises(InvalidVolumeError, match="image must be a 3D volume"):
         labels.check_image(flat)
+
+
+# ------------------------------------------------------------------------------------- label_info (segment names)
+
+
+@pytest.mark.parametrize(
+    "label_info, expected",
+    [
+        (None, None),
+        ([], None),
+        # the stock Slicer plugin after the user deleted the spleen segment: liver is the 5th segment left
+        ([{"name": "right kidney", "idx": 1}, {"name": "liver", "idx": 5}], {1: 2, 5: 6}),
+        ([{"name": "Liver ", "idx": 1}, {"name": "SPLEEN", "id": 2}], {1: 6, 2: 1}),  # case, "id" (its other call)
+        ([{"name": "background", "idx": 3}, {"name": "liver", "idx": 6}], {3: 0, 6: 6}),
+    ],
+)
+def test_label_info_mapping(label_info, expected):
+    assert labels.label_info_mapping(label_info, SYNAPSE_ORGANS) == expected
+
+
+@pytest.mark.parametrize(
+    "label_info, message",
+    [
+        ([{"name": "tumour", "idx": 2}], "segment 'tumour' (value 2), which is not a label of this app"),
+        ([{"name": "liver"}], "label_info entries must be"),
+        ([{"name": "liver", "idx": 0}], "label_info entries must be"),
+        ([{"name": "liver", "idx": True}], "label_info entries must be"),
+        (["liver"], "label_info entries must be"),
+        ({"name": "liver", "idx": 1}, "label_info must be a list"),
+        ([{"name": "liver", "idx": 1}, {"name": "spleen", "idx": 1}], "gives value 1 to two segments"),
+        ([{"name": "liver", "idx": 1}, {"name": "liver", "idx": 2}], "names two segments 'liver'"),
+    ],
+)
+def test_label_info_mapping_refuses(label_info, message):
+    with pytest.raises(InvalidVolumeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        labels.label_info_mapping(label_info, SYNAPSE_ORGANS)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd"])
+def test_relabel_file_keeps_the_grid(tmp_path, ext):
+    import nrrd
+
+    data = np.zeros((6, 5, 4), np.uint8)
+    data[1:3, 1:3, 1:3], data[4, 4, 3] = 1, 2
+    affine = np.array([[-1.5, 0, 0, 10], [0, -1.5, 0, 20], [0, 0, 3, -30], [0, 0, 0, 1]])
+    src, dst = tmp_path / f"in{ext}", tmp_path / f"out{ext}"
+    if ext == ".nrrd":
+        nrrd.write(str(src), data, {"space": "left-posterior-superior", "space origin": [-10.0, -20.0, -30.0],
+                                    "space directions": [[1.5, 0, 0], [0, 1.5, 0], [0, 0, 3.0]]})
+    else:
+        nib.save(nib.Nifti1Image(data, affine), str(src))
+    assert labels.relabel_file(str(src), str(dst), {1: 6, 2: 12, 7: 3}) == {1: 6, 2: 12}
+    out, out_affine = labels.read_volume(str(dst))
+    _, in_affine = labels.read_volume(str(src))
+    np.testing.assert_array_equal(out, np.where(data == 1, 6, np.where(data == 2, 12, 0)))
+    np.testing.assert_allclose(out_affine, in_affine)
+    with pytest.raises(InvalidVolumeError, match=r"label values \[2\] have no label_info entry"):
+        labels.relabel_file(str(src), str(dst), {1: 6})

@@ -411,6 +411,10 @@ def test_download_image_writes_a_readable_nifti(client, tmp_path, live_server):
     assert e.value.status == 404
 
 
+#: what the DinoMix module sends with a label: one entry per organ id in the file
+LABEL_INFO = [{"name": "liver", "idx": 6}, {"name": "right adrenal gland", "idx": 12}]
+
+
 def _label_for(client, image_id, tmp_path, shape_delta=0):
     img_path = client.download_image(image_id, str(tmp_path / "img"))
     data, affine = read_nifti(img_path)
@@ -429,7 +433,7 @@ def test_submit_label_round_trip(client, tmp_path):
     image_id = client.next_sample()["id"]
     path, lab = _label_for(client, image_id, tmp_path)
     try:
-        res = client.submit_label(image_id, path, tag="final", params={"label_info": [{"name": "liver", "idx": 6}]})
+        res = client.submit_label(image_id, path, tag="final", params={"label_info": LABEL_INFO})
         assert res["image"] == image_id and res["label"] == image_id
         assert "final" in _objects(client)[image_id]["labels"]
         back = client.download_label(image_id, str(tmp_path / "back"))

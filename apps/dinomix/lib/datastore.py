@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 from fastapi import HTTPException
 from filelock import FileLock
@@ -29,7 +29,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from dinomix_core.artifacts import atomic_copy, atomic_write, pid_alive
 from dinomix_core.errors import InvalidVolumeError
 from dinomix_core.inference import DEFAULT_MAX_VOXELS, image_voxel_count
-from dinomix_core.labels import check_image, check_label
+from dinomix_core.labels import ORGANS, check_image, check_label, label_info_mapping, relabel_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +100,12 @@ def image_path_allowed(path: str, studies: str, sessions: Any = None) -> bool:
 
 class DinoMixDatastore(LocalDatastore):
     def __init__(
-        self, *args, allow_empty_labels: bool = False, num_classes: int = 14, max_voxels: int = DEFAULT_MAX_VOXELS,
-        **kwargs,
+        self, *args, allow_empty_labels: bool = False, organs: Sequence[str] = ORGANS,
+        max_voxels: int = DEFAULT_MAX_VOXELS, **kwargs,
     ):
         self.allow_empty_labels = allow_empty_labels
-        self.num_classes = num_classes
+        self.organs = tuple(organs)
+        self.num_classes = len(self.organs) + 1
         self.max_voxels = int(max_voxels)
         studies = args[0] if args else kwargs.get("datastore_path")
         if studies and os.path.isdir(studies) and not kwargs.get("read_only"):
@@ -140,12 +141,34 @@ class DinoMixDatastore(LocalDatastore):
             raise HTTPException(status_code=422, detail=f"label must be a NIfTI (.nii/.nii.gz) or NRRD file, got {ext!r}")
         self._check_size(label_filename, "label")
         self._check_size(image_uri, "image")
-        try:
-            check_label(image_uri, label_filename, num_classes=self.num_classes, allow_empty=self.allow_empty_labels)
-        except InvalidVolumeError as e:
-            logger.warning("refused label for %s: %s", image_id, e)
-            raise HTTPException(status_code=422, detail=f"label refused, nothing stored: {e}")
+        info = dict(label_info or {})
+        with tempfile.TemporaryDirectory(prefix="dinomix-label-") as tmp:
+            try:
+                label_filename, renamed = self._to_label_ids(label_filename, info, ext, tmp)
+                check_label(image_uri, label_filename, num_classes=self.num_classes, allow_empty=self.allow_empty_labels)
+            except InvalidVolumeError as e:
+                logger.warning("refused label for %s: %s", image_id, e)
+                raise HTTPException(status_code=422, detail=f"label refused, nothing stored: {e}")
+            if renamed is not None:
+                info["label_values"] = renamed  # {value in the submitted file: the app's id}
+            return self._store_label(image_id, label_filename, tag, ext, info)
 
+    def _to_label_ids(self, label_filename: str, info: Dict[str, Any], ext: str,
+                      tmp: str) -> "tuple[str, Optional[Dict[str, int]]]":
+        """The label file with the app's ids: values renamed through the request's ``label_info`` names (a
+        rewritten copy in ``tmp`` when they differ), and the map applied (None without ``label_info``)."""
+        mapping = label_info_mapping(info.get("label_info"), self.organs)
+        if mapping is None:
+            return label_filename, None
+        out = os.path.join(tmp, "label" + ext)
+        present = relabel_file(label_filename, out, mapping)
+        applied = {str(v): i for v, i in present.items()}
+        if all(v == i for v, i in present.items()):
+            return label_filename, applied
+        logger.info("label values renamed by their label_info names: %s", applied)
+        return out, applied
+
+    def _store_label(self, image_id: str, label_filename: str, tag: str, ext: str, info: Dict[str, Any]) -> str:
         label_dir = self._datastore.label_path(tag)
         name = self._filename(image_id, ext)
         dest = os.path.join(label_dir, name)
@@ -170,7 +193,6 @@ class DinoMixDatastore(LocalDatastore):
                 old_path = os.path.join(label_dir, self._filename(image_id, old.ext))
                 if os.path.exists(old_path):
                     os.remove(old_path)
-            info = dict(label_info or {})
             info["ts"] = int(time.time())
             info["name"] = name
             obj.labels[tag] = DataModel(info=info, ext=ext)

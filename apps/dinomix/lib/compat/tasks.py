@@ -6,10 +6,12 @@ MONAI Label runs a background training in a subprocess that a worker thread star
 
 * a second POST arriving in the gap sees no subprocess yet, so it is queued (200) instead of refused (429);
 * a ``DELETE /train/`` arriving in the gap finds no subprocess to kill, answers with nothing, and the training
-  starts anyway and runs to its end (with a large ``max_iterations``, for hours).
+  starts anyway and runs to its end (with a large ``max_iterations``, for hours);
+* a stopped task whose subprocess printed nothing yet has no (or empty) ``details``, and the stock Slicer plugin's
+  Stop reads ``status.get("result", status.get("details", [])[-1])`` (``onStopTraining``): an IndexError there.
 
 :func:`install` closes both: a task that is submitted but not started yet counts as running, stopping it marks
-it ``STOPPED`` so that it never starts, and a stop that lands while the subprocess is being created waits for
+it ``STOPPED`` so that it never starts, every stopped task's ``details`` ends with a line saying so, and a stop that lands while the subprocess is being created waits for
 it and kills it. A background request can also be checked before it is queued (``install(check=...)``), so
 that bad options are a 4xx at once rather than a task that fails in its subprocess a minute later. Everything
 else is MONAI Label's own code.
@@ -17,6 +19,7 @@ else is MONAI Label's own code.
 
 import logging
 import threading
+from collections import deque
 import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Optional, Set
@@ -81,6 +84,7 @@ def stop_background_task(method: str) -> Optional[Dict[str, Any]]:
                 task = _original_stop(method)
                 if task is not None:
                     _stopped.add(task["id"])
+                    _say_stopped(task, "stopped by request")
                 return task
             pending = [t for t in _utils.tasks(method) if t.get("status") == "SUBMITTED"]
             if not pending:
@@ -89,6 +93,7 @@ def stop_background_task(method: str) -> Optional[Dict[str, Any]]:
             if task["id"] not in _started:
                 task["status"] = "STOPPED"
                 task["end_ts"] = _now()
+                _say_stopped(task, "stopped by request before it started")
                 logger.info("stopped %s task %s before it started", method, task["id"])
                 return task
         # Its worker is creating the subprocess right now: wait for it to exist, then kill it.
@@ -96,6 +101,14 @@ def stop_background_task(method: str) -> Optional[Dict[str, Any]]:
             logger.warning("%s task %s did not start within %.0f s; cannot stop it", method, task["id"], STOP_WAIT_S)
             return None
         time.sleep(0.05)
+
+
+def _say_stopped(task: Dict[str, Any], line: str) -> None:
+    """End the task's ``details`` (MONAI Label's deque of its last output lines) with ``line``."""
+    details = task.get("details")
+    if details is None:
+        details = task["details"] = deque(maxlen=20)
+    details.append(f"{_now()} {line}")
 
 
 def run_background_task(request, method, callback=None, debug=False):

@@ -17,6 +17,11 @@ from dinomix_core.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
 
+#: result files the infer task writes (``result_extension``; the stock Slicer plugin asks for ".nrrd") and their
+#: voxel types (``result_dtype``; the plugin asks for "uint8"); the defaults come first.
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+RESULT_DTYPES = ("uint8", "uint16")
+
 NO_MODEL = (
     "the dinomix model is not ready: no trained DINO-Mix model and no starter model. Submit a label and click "
     "Retrain (or run `dinomix train`)."
@@ -67,17 +72,14 @@ class DinoMixInfer(InferTask):
         image = request.get("image")
         if not isinstance(image, str) or not image or not os.path.isfile(image):
             raise HTTPException(status_code=404, detail=f"unknown image: {request.get('image')!r} is not in the datastore")
+        ext, dtype = result_format(request)
         t0 = time.time()
         try:
             label, affine = self.predictor.predict(image)
         except ModelNotFoundError:  # say what to do about it
             raise ModelNotFoundError(NO_MODEL) from None
         t1 = time.time()
-        fd, out = tempfile.mkstemp(suffix=".nii.gz", prefix="dinomix_")
-        os.close(fd)
-        img = nib.Nifti1Image(label, affine)
-        img.set_data_dtype(np.uint8)
-        nib.save(img, out)
+        out = write_result(label, affine, ext, dtype)
         meta = self.predictor.meta or {}
         return out, {
             "label_names": self.labels,
@@ -87,3 +89,34 @@ class DinoMixInfer(InferTask):
                 "label_ids": meta.get("label_ids"),
             },
         }
+
+
+def result_format(request: Dict[str, Any]) -> Tuple[str, str]:
+    """The request's ``result_extension`` and ``result_dtype`` (MONAI Label's names), checked: 422 naming the
+    choices for anything else."""
+    ext = request.get("result_extension") or RESULT_EXTENSIONS[0]
+    dtype = request.get("result_dtype") or RESULT_DTYPES[0]
+    if ext not in RESULT_EXTENSIONS:
+        raise HTTPException(status_code=422, detail=f"result_extension {ext!r} is not offered; choose one of "
+                            f"{', '.join(RESULT_EXTENSIONS)}.")
+    if dtype not in RESULT_DTYPES:
+        raise HTTPException(status_code=422, detail=f"result_dtype {dtype!r} is not offered; choose one of "
+                            f"{', '.join(RESULT_DTYPES)}.")
+    return ext, dtype
+
+
+def write_result(label: np.ndarray, affine: np.ndarray, ext: str, dtype: str) -> str:
+    """Write the label map [X, Y, Z] (on the image's grid, RAS ``affine``) to a new temporary file; NRRD through
+    MONAI Label's own ITK writer (what its stock infer tasks return to the Slicer plugin)."""
+    fd, out = tempfile.mkstemp(suffix=ext, prefix="dinomix_")
+    os.close(fd)
+    data = np.asarray(label).astype(dtype)
+    if ext == ".nrrd":
+        from monailabel.transform.writer import write_itk
+
+        write_itk(data, out, affine, dtype, compress=True)
+    else:
+        img = nib.Nifti1Image(data, affine)
+        img.set_data_dtype(np.dtype(dtype))
+        nib.save(img, out)
+    return out

@@ -15,6 +15,8 @@ from dinomix_core.service import TrainingJob, TrainRequest, read_train_stats
 
 logger = logging.getLogger(__name__)
 
+NOT_STARTED: Dict[str, Any] = {"status": "NOT_STARTED", "epoch": 0, "total_epochs": 1, "best_metric": 0.0}
+
 
 class DinoMixTrain(TrainTask):
     """Args: registry: the app's models; defaults: the app's training defaults (a request overrides them)."""
@@ -32,7 +34,9 @@ class DinoMixTrain(TrainTask):
         return {**super().info(), "presets": sorted(PRESETS)}
 
     def stats(self) -> Dict[str, Any]:
-        return read_train_stats(str(self.registry.model_dir))
+        # before a run has written any stats: 0 epochs done (the stock Slicer plugin reads a missing ``epoch`` and
+        # ``total_epochs`` as 1 of 1, a full progress bar, during the seconds before the subprocess starts)
+        return read_train_stats(str(self.registry.model_dir)) or dict(NOT_STARTED)
 
     def __call__(self, request, datastore: Datastore):
         options = TrainRequest.from_request(request, self.defaults)
