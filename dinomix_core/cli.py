@@ -106,10 +106,19 @@ def cmd_train_starter(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from .inference import predict_file
+    from .infer_folder import infer_folder
 
-    out = predict_file(args.model, args.image, args.output, device=args.device)
-    print(out)
-    return 0
+    if args.image:
+        print(predict_file(args.model, args.image, args.output, device=args.device))
+        return 0
+    summary = infer_folder(args.model, args.input, args.output, device=args.device, overwrite=args.overwrite,
+                           dicom_seg=args.dicom_seg, progress=not args.no_progress)
+    print(json.dumps(summary.to_dict(), indent=2))
+    print(f"{len(summary.segmented)} segmented, {len(summary.skipped)} skipped (results exist; --overwrite), "
+          f"{len(summary.failed)} failed, in {summary.seconds:.1f} s -> {args.output}", file=sys.stderr)
+    for name, why in summary.failed.items():
+        print(f"  {name}: {why}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -195,10 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--device", default=None)
     st.set_defaults(func=cmd_train_starter)
 
-    i = sub.add_parser("infer", help="segment one image with a trained model")
+    i = sub.add_parser("infer", help="segment an image, or every image of a folder, with a trained model")
     i.add_argument("--model", required=True)
-    i.add_argument("--image", required=True)
+    src = i.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="one image file; --output is the label file to write")
+    src.add_argument("--input", help="an image file, a DICOM series folder, or a folder of image files and DICOM "
+                     "series folders; --output is the folder that receives <name>.nii.gz")
     i.add_argument("--output", required=True)
+    i.add_argument("--overwrite", action="store_true", help="redo results that exist (default: skip them)")
+    i.add_argument("--dicom-seg", action="store_true", help="also write <name>.seg.dcm for DICOM series inputs")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
     i.add_argument("--device", default=None)
     i.set_defaults(func=cmd_infer)
 
