@@ -48,6 +48,19 @@ def add_failing_identity_server_routes(api, refusal: bytes) -> None:
         raise requests.ConnectionError("connection refused")
 
 
+def scored_sample(ask, timeout_s: float = 180) -> dict:
+    """Ask for a minority-uncertainty sample until its scores are ready (they are computed in the background
+    after a publish); the answer that has a score."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        res = ask()
+        if "score" in res:
+            return res
+        assert res["strategy"].startswith("pending"), res
+        assert time.monotonic() < deadline, f"no scored sample within {timeout_s} s: {res}"
+        time.sleep(0.5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

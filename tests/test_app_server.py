@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import requests
 import torch
-from conftest import FAST_TRAIN
+from conftest import FAST_TRAIN, scored_sample
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from dinomix_core.config import ORGANS
@@ -414,9 +414,12 @@ def test_strategies_return_unlabeled_ids(api, trained):
         assert r.json()["id"] in unlabeled
     if api.name == "live":  # the model-based strategy costs one inference per unlabeled image: run it once
         pytest.skip("dinomix_minority_uncertainty is exercised on the in-process server and in test_app_client")
-    r = api.post(f"/activelearning/{STRATEGY}", json={})
-    assert r.status_code == 200, r.text
-    res = r.json()
+    def ask():
+        r = api.post(f"/activelearning/{STRATEGY}", json={})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    res = scored_sample(ask)  # scores come from the background scorer
     assert res["strategy"] == STRATEGY and res["id"] in unlabeled
     assert 0.0 <= res["score"] <= 1.0
     assert Path(res["path"]).name == f"{res['id']}.nii.gz"

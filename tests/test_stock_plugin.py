@@ -126,8 +126,11 @@ def test_next_sample_infer_edit_and_save(client, server, tmp_path):
     assert plugin_models(info, "segmentation") == ["dinomix"]
     model = plugin_autorun_model(info)
     strategy = next(iter(info["strategies"]))  # the strategy box's first entry
+    assert strategy == "dinomix_minority_uncertainty"
     sample = client.next_sample(strategy, plugin_params(info, "activelearning", strategy))
     assert sample.get("id")
+    other = client.next_sample(strategy, plugin_params(info, "activelearning", strategy))  # a second annotator
+    assert other.get("id") and other["id"] != sample["id"]  # the first one's image is held for them
 
     params = dict(plugin_params(info, "infer", model), result_extension=".nrrd", result_dtype="uint8")
     result_file, result_params = client.infer(model, sample["id"], params)

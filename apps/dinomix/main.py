@@ -67,6 +67,9 @@ class DinoMixApp(MONAILabelApp):
 
     def on_init_complete(self):
         super().on_init_complete()
+        for strategy in self._strategies.values():
+            if hasattr(strategy, "start"):  # the minority-uncertainty scores are computed in the background
+                strategy.start(self.datastore())
         compat.install(self, self.options)  # error answers, upload limit and clean-up, train-request check
 
     def infer(self, request, datastore=None):
