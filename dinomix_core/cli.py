@@ -32,26 +32,6 @@ def _progress_bar(total: int, initial: int = 0):
     return update
 
 
-def _init_distributed(device: Optional[str]) -> int:
-    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group (NCCL on CUDA, else gloo); returns the rank.
-
-    The trainer then wraps the student in DDP and only rank 0 writes files (see ``trainer._dist_info``).
-    """
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        nccl = torch.cuda.is_available() and str(device or "cuda").startswith("cuda")
-        if nccl:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if nccl else "gloo")
-    return dist.get_rank()
-
-
 def train_request(args: argparse.Namespace) -> "TrainRequest":
     """The CLI's ``train`` arguments as the :class:`~dinomix_core.service.TrainRequest` the app also takes."""
     from .config import PRESETS
@@ -69,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data import case_id_from_path
     from .service import split_validation
     from .studies import list_studies
-    from .trainer import run_training
+    from .trainer import init_distributed, run_training
 
     request = train_request(args)
     config = request.to_config()
@@ -81,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"preset {config.preset}, {config.max_iterations} iterations, teacher {config.teacher!r}",
         file=sys.stderr,
     )
-    rank = _init_distributed(request.torch_device)
+    rank = init_distributed(request.torch_device)
     summary = run_training(
         config, [c[1:] for c in train], unlabeled, args.output, validation=[c[1:] for c in val], resume=args.resume,
         init_checkpoint=args.init, progress=_progress_bar(config.max_iterations) if rank == 0 else None,

@@ -72,6 +72,9 @@ class TrainRequest:
         val_fraction / min_labeled_for_validation: the validation split (:func:`split_validation`).
         warm_start: start from the served model (the published one, else the starter model).
         seed: random seed.
+        multi_gpu / gpus: train with torch DDP, one process per GPU of ``gpus`` (``all`` or ids ``0,1``), started
+            with ``torchrun`` (MONAI Label's option names). With fewer than two GPUs (or ids) the run is a single
+            process, as MONAI Label does; on the CPU (``device cpu``) the ids count processes (gloo), for tests.
     """
 
     max_iterations: int = 200
@@ -85,8 +88,13 @@ class TrainRequest:
     min_labeled_for_validation: int = 5
     warm_start: bool = True
     seed: int = 0
+    multi_gpu: bool = False
+    gpus: str = "all"
 
     def __post_init__(self) -> None:
+        gpus = str(self.gpus).strip().replace(" ", "")
+        if gpus != "all" and (not gpus or not all(g.isdigit() for g in gpus.split(","))):
+            raise ValueError(f"gpus must be 'all' or GPU ids like '0,1', got {self.gpus!r}.")
         if not 1 <= self.max_iterations <= 1_000_000:
             raise ValueError(f"max_iterations must be between 1 and 1000000, got {self.max_iterations}.")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -116,6 +124,7 @@ class TrainRequest:
         values["device"] = _to_device(values["device"])
         values["teacher"] = str(values["teacher"] or "none")
         values["preset"] = str(values["preset"])
+        values["gpus"] = str(values["gpus"]).strip().replace(" ", "")
         return cls(**values)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -133,6 +142,21 @@ class TrainRequest:
     def torch_device(self) -> Optional[str]:
         """The device for the trainer (None: CUDA when available)."""
         return None if self.device == "auto" else self.device
+
+    @property
+    def world_size(self) -> int:
+        """Processes a run starts: 1 unless ``multi_gpu`` names (or ``all`` finds) at least two GPUs. MONAI Label
+        hands a task ``gpus="all"`` and the ids in ``CUDA_VISIBLE_DEVICES``; those count too."""
+        if not self.multi_gpu:
+            return 1
+        ids = self.gpus if self.gpus != "all" else os.environ.get("CUDA_VISIBLE_DEVICES", "all").strip()
+        if ids not in ("all", ""):
+            return len([i for i in ids.split(",") if i.strip()])
+        if self.device == "cpu":
+            return 1
+        import torch
+
+        return torch.cuda.device_count()
 
 
 def split_validation(
@@ -155,6 +179,19 @@ def split_validation(
     val = [c for i, c in enumerate(cases) if i in idx]
     train = [c for i, c in enumerate(cases) if i not in idx]
     return train, val, f"validation on {len(val)} held-back labeled volume(s)"
+
+
+def _torchrun_main(spec_path: str) -> int:
+    """One process of :meth:`TrainingJob.run_torchrun` (``python -m dinomix_core.service SPEC`` under torchrun)."""
+    from .trainer import init_distributed
+
+    spec = json.loads(Path(spec_path).read_text())
+    request = TrainRequest.from_request(spec["request"])
+    init_distributed(request.torch_device)
+    logging.basicConfig(level=logging.INFO, format=f"rank {os.environ.get('RANK', '0')} %(levelname)s %(name)s: %(message)s")
+    job = TrainingJob(spec["model_dir"], request, starter_path=spec.get("starter_path"))
+    job.run([tuple(c) for c in spec["labeled"]], [tuple(c) for c in spec["unlabeled"]])
+    return 0
 
 
 def read_train_stats(model_dir: str) -> Dict[str, Any]:
@@ -196,10 +233,12 @@ class TrainingJob:
         self.request = request
         self.should_stop = should_stop
         self.stats: Dict[str, Any] = {}
+        self.rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes stats and publishes
 
     def _write_stats(self, **updates: Any) -> None:
         self.stats.update(updates)
-        atomic_write(self.work_dir / "train_stats.json", json.dumps(self.stats, indent=2, default=str))
+        if self.rank == 0:
+            atomic_write(self.work_dir / "train_stats.json", json.dumps(self.stats, indent=2, default=str))
 
     def _progress(self, p: Dict[str, Any]) -> None:
         if "start_iteration" not in self.stats:  # > 0 when resumed from checkpoint.pt
@@ -217,6 +256,7 @@ class TrainingJob:
         self.stats = {}
         self._write_stats(
             status="RUNNING", pid=os.getpid(), start_ts=time.time(), epoch=0, total_epochs=cfg.max_iterations,
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
             best_metric=0.0, labeled=len(train), unlabeled=len(unlabeled), validation=len(val), validation_note=note,
             options=self.request.to_dict(), per_organ_dice={}, losses={},
             warm_start_from=None if warm is None else (
@@ -224,10 +264,45 @@ class TrainingJob:
             **({"note": _SUPERVISED_NOTE} if not unlabeled else {}),
         )
 
+    def run_torchrun(self, labeled: Sequence[Tuple[str, str, str]], unlabeled: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
+        """The run as ``torchrun --standalone --nproc_per_node N`` processes (DDP: NCCL on GPUs, gloo on the CPU),
+        each one :meth:`run` of this job; rank 0 writes the stats and publishes. ``should_stop`` ends them all."""
+        import subprocess
+        import sys
+
+        n = self.request.world_size
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        spec = self.work_dir / "torchrun_job.json"
+        atomic_write(spec, json.dumps({
+            "model_dir": str(self.model_dir), "starter_path": str(self.registry.starter_path or "") or None,
+            "request": self.request.to_dict(), "labeled": [list(c) for c in labeled],
+            "unlabeled": [list(c) for c in unlabeled]}))
+        env = dict(os.environ)
+        if self.request.gpus != "all" and self.request.device != "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = self.request.gpus
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
+               "-m", "dinomix_core.service", str(spec)]
+        logger.info("multi-GPU training: %d processes (%s)", n, " ".join(cmd))
+        proc = subprocess.Popen(cmd, env=env)
+        while proc.poll() is None:
+            if self.should_stop is not None and self.should_stop():
+                proc.terminate()
+                proc.wait(60)
+                break
+            time.sleep(0.5)
+        if proc.returncode not in (0, None) and not (self.should_stop and self.should_stop()):
+            raise RuntimeError(f"multi-GPU training failed: torchrun exited with {proc.returncode} (see the log).")
+        self.stats = read_train_stats(str(self.model_dir))
+        return self.stats
+
     def run(self, labeled: Sequence[Tuple[str, str, str]], unlabeled: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
-        """Train on (id, image, label) labeled and (id, image) unlabeled cases; publish; return the stats."""
+        """Train on (id, image, label) labeled and (id, image) unlabeled cases; publish; return the stats.
+
+        With ``multi_gpu`` over two or more GPUs the run is :meth:`run_torchrun`'s processes."""
         from .trainer import run_training
 
+        if self.request.world_size > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return self.run_torchrun(labeled, unlabeled)
         cfg = self.request.to_config()
         train, val, note = split_validation(labeled, self.request.val_fraction, self.request.min_labeled_for_validation)
         # warm start from the served model: the last published one, else the app's starter model
@@ -245,6 +320,8 @@ class TrainingJob:
         if summary.get("stopped"):
             self._write_stats(status="STOPPED", end_ts=time.time(), note="stopped before the end: nothing published")
             return self.stats
+        if self.rank != 0:
+            return self.stats
         entry = self.registry.publish(
             summary["checkpoint"], [c[0] for c in train],
             extra={"validation_ids": [c[0] for c in val], "unlabeled_count": len(unlabeled)},
@@ -257,3 +334,9 @@ class TrainingJob:
             **({"note": _SUPERVISED_NOTE} if not summary.get("unlabeled") else {}),
         )
         return self.stats
+
+
+if __name__ == "__main__":  # pragma: no cover - run by torchrun (TrainingJob.run_torchrun)
+    import sys
+
+    sys.exit(_torchrun_main(sys.argv[1]))

@@ -63,6 +63,21 @@ logger = logging.getLogger(__name__)
 ProgressFn = Callable[[Dict[str, Any]], None]
 
 
+def init_distributed(device: Optional[str]) -> int:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group (NCCL on CUDA, else gloo); returns the rank.
+
+    The trainer then wraps the student in DDP and only rank 0 writes files (see :func:`_dist_info`).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    if not dist.is_initialized():
+        nccl = torch.cuda.is_available() and str(device or "cuda").startswith("cuda")
+        if nccl:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
+    return dist.get_rank()
+
+
 def _dist_info() -> Tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

@@ -96,3 +96,25 @@ def test_read_train_stats_running_and_missing(tmp_path):
     assert read_train_stats(str(tmp_path)) == {}
     (tmp_path / "train" / "train_stats.json").write_text(json.dumps({"status": "RUNNING", "pid": os.getpid()}))
     assert read_train_stats(str(tmp_path))["status"] == "RUNNING"
+
+
+@pytest.mark.parametrize("request_, env, expected", [
+    ({}, None, 1),
+    ({"multi_gpu": True, "gpus": "0,1", "device": "cpu"}, None, 2),
+    ({"multi_gpu": True, "gpus": "0, 2,3"}, None, 3),
+    ({"multi_gpu": False, "gpus": "0,1"}, None, 1),
+    ({"multi_gpu": True, "device": "cpu"}, "", 1),  # "all" on the CPU: one process
+    ({"multi_gpu": True, "device": "cpu"}, "4,5", 2),  # MONAI Label's task: gpus "all", ids in the environment
+])
+def test_train_request_world_size(monkeypatch, request_, env, expected):
+    if env is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", env)
+    assert TrainRequest.from_request(request_).world_size == expected
+
+
+@pytest.mark.parametrize("gpus", ["zero", "0;1", "", "-1"])
+def test_train_request_refuses_bad_gpus(gpus):
+    with pytest.raises(ValueError, match="gpus must be 'all' or GPU ids"):
+        TrainRequest(multi_gpu=True, gpus=gpus)

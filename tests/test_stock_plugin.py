@@ -216,3 +216,27 @@ def test_train_stop_at_once_and_progress(client, server):
     assert stats["total_time"] > 0 and stats["epoch"] == stats["total_epochs"] == 6
     assert client.info()["models"]["dinomix"]["model_source"] == "retrained"
     requests.get(server.url + "/info/", timeout=30).raise_for_status()
+
+
+def test_multi_gpu_training_through_the_server(client):
+    """MONAI Label's ``multi_gpu`` / ``gpus`` options start torch DDP under torchrun: here 2 gloo processes on
+    the CPU (``device cpu``: the ids count processes)."""
+    info = client.info()
+    version = info["train_stats"]["dinomix"].get("published_version") or 0
+    params = dict(plugin_params(info, "train", "dinomix"), max_iterations=2, val_fraction=0.0, multi_gpu=True,
+                  gpus="0,1", device="cpu")
+    task = client.train_start("dinomix", params)
+    deadline = time.monotonic() + 300
+    while client.train_status(check_if_running=True) or client.train_status().get("id") != task["id"] or \
+            client.train_status().get("status") in ("SUBMITTED", "RUNNING"):
+        assert time.monotonic() < deadline, "multi-GPU training does not end"
+        time.sleep(0.5)
+    assert client.train_status()["status"] == "DONE", client.train_status()
+    stats = client.info()["train_stats"]["dinomix"]
+    assert stats["status"] == "DONE" and stats["world_size"] == 2 and stats["epoch"] == 2
+    assert stats["options"]["multi_gpu"] is True and stats["published_version"] == version + 1
+
+
+def test_bad_gpus_option_is_a_400(client, server):
+    r = requests.post(server.url + "/train/dinomix", json={"multi_gpu": True, "gpus": "zero"}, timeout=30)
+    assert r.status_code == 400 and "gpus must be 'all' or GPU ids" in r.text
