@@ -209,6 +209,7 @@ def method_config(method: str, scale: Scale, seed: int, teacher: str = "none") -
     return get_preset(
         "cpu", seed=seed, max_iterations=scale.iterations, patch_size=scale.patch, target_spacing=scale.spacing,
         teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1, val_interval=scale.val_interval,
+        sw_roi_size=(0, 0, 0),  # windows of the training patch, as every recorded result of this benchmark
         **overrides,
     )
 

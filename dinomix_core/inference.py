@@ -146,7 +146,7 @@ class Predictor:
         amp = self.device.type == "cuda" and config.amp
         with torch.autocast(self.device.type, enabled=amp):
             logits = sliding_window_inference(
-                image[None].to(self.device), config.patch_size, self.sw_batch_size, net, overlap=config.sw_overlap,
+                image[None].to(self.device), config.inference_roi, self.sw_batch_size, net, overlap=config.sw_overlap,
                 mode="gaussian",
             )
         return pre, data, image, logits.float()

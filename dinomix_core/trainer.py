@@ -576,7 +576,7 @@ class DinoMixTrainer:
         per_case = []
         for v in self.validation:
             with torch.autocast(self.device.type, enabled=self.use_amp):
-                logits = sliding_window_inference(v.image[None].to(self.device), cfg.patch_size, 2, self.model,
+                logits = sliding_window_inference(v.image[None].to(self.device), cfg.inference_roi, 2, self.model,
                                                   overlap=cfg.sw_overlap)
             pred = one_hot(logits.float().argmax(1, keepdim=True), cfg.out_channels)
             ref = one_hot(v.label[None, None].long().to(self.device), cfg.out_channels)

@@ -86,6 +86,8 @@ UNVALIDATED_BAD_FIELDS = [
     ("num_res_units", -1),
     ("momentum", 1.5),
     ("weight_decay", -1e-3),
+    ("sw_roi_size", (128, -1, 64)),
+    ("sw_roi_size", (128, 128)),
 ]
 
 
@@ -280,3 +282,13 @@ def test_same_seed_same_weights():
     torch.manual_seed(3)
     b = build_student(c).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("patch, roi, expected", [
+    ((96, 96, 32), (128, 128, 64), (128, 128, 64)),
+    ((96, 96, 32), (0, 0, 0), (96, 96, 32)),  # 0: the training patch
+    ((96, 96, 32), (100, 64, 70), (104, 96, 72)),  # at least the patch, rounded up to the stride (8, 8, 4)
+    ((128, 128, 64), (128, 128, 64), (128, 128, 64)),
+])
+def test_inference_roi(patch, roi, expected):
+    assert DinoMixConfig(patch_size=patch, sw_roi_size=roi).inference_roi == expected
