@@ -159,7 +159,8 @@ class ModelFile:
     def summary(self) -> Dict[str, Any]:
         """What a model list shows: label ids, iteration, time, metric (no weights)."""
         return {"label_ids": self.label_ids, "iteration": self.iteration, "saved_at": self.saved_at,
-                "metric": self.metric, "preset": self.config.get("preset")}
+                "metric": self.metric, "preset": self.config.get("preset"),
+                "label_names": list(self.config.get("label_names") or ())}
 
     @classmethod
     def load(cls, path: PathLike) -> "ModelFile":

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "build_parser"]
 
+LABELS_HELP = "label set: synapse (default), amos, organ names in id order 'a,b,c', or a JSON file (names or {name: id})"
+
 
 def _progress_bar(total: int, initial: int = 0):
     from tqdm.auto import tqdm
@@ -52,7 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import init_distributed, run_training
 
     request = train_request(args)
-    config = request.to_config()
+    from .labels import parse_label_set
+
+    config = request.to_config(parse_label_set(args.labels).organs)
     labeled, unlabeled = list_studies(args.studies)
     cases = [(case_id_from_path(i), str(i), str(l)) for i, l in labeled]
     train, val, note = split_validation(cases, request.val_fraction, request.min_labeled_for_validation)
@@ -159,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--studies", required=True, help="folder of images; labels in STUDIES/labels/final")
     t.add_argument("--output", required=True, help="output folder (model.pt, checkpoint.pt, logs/, curves.png)")
     t.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    t.add_argument("--labels", default="synapse", help=LABELS_HELP)
     t.add_argument("--max-iterations", type=int, default=None)
     t.add_argument("--teacher", default=None, help="DINOv3 local folder or hub id, or 'none' (default: preset's)")
     t.add_argument("--seed", type=int, default=0)
@@ -202,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ref", required=True)
     e.add_argument("--json", default=None, help="also write the results as JSON")
     e.add_argument("--mm", action="store_true", help="distances in millimetres (default: voxels, as the baselines)")
-    e.add_argument("--labels", default="synapse", choices=["synapse", "amos"], help="label set of the files")
+    e.add_argument("--labels", default="synapse", help=LABELS_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("benchmark", help="the paper protocol (synapse, amos) or the SYNTHETIC semi-supervised benchmark (ssl)")

@@ -36,7 +36,7 @@ from .labels import (
     ORGANS,
     SMALL_ORGAN_NAMES,
     abbreviation,
-    get_label_set,
+    parse_label_set,
     volume_stem,
 )
 
@@ -421,10 +421,11 @@ def evaluate_main(args: Any) -> int:
     """CLI entry (``dinomix evaluate --pred DIR --ref DIR [--json FILE] [--mm]``): prints the table, writes JSON.
 
     Reads ``args.pred``, ``args.ref``, ``args.json`` (optional), ``args.mm`` and, when present,
-    ``args.labels`` (``"synapse"`` (default) or ``"amos"``: the label set to score). Returns 0 on success;
+    ``args.labels`` (the label set to score: ``synapse`` (default), ``amos``, names ``a,b,c`` or a JSON file, as
+    :func:`~dinomix_core.labels.parse_label_set` reads them). Returns 0 on success;
     errors (missing folder, no matching files, shape mismatch) propagate as exceptions with clear messages.
     """
-    label_set = get_label_set(getattr(args, "labels", None) or "synapse")
+    label_set = parse_label_set(getattr(args, "labels", None) or "synapse")
     results = evaluate_folders(args.pred, args.ref, mm=bool(getattr(args, "mm", False)),
                                num_classes=label_set.num_classes, label_names=label_set.organs)
     summary = summarize(results)

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -77,6 +77,8 @@ class Predictor:
         device: torch device (default CUDA when available).
         max_voxels: refuse images larger than this (clear error instead of running out of memory).
         sw_batch_size: windows per forward pass.
+        label_names: when given, a model file trained for other labels is not used (the next candidate is, or
+            ``ModelNotFoundError`` says why none can be).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Predictor:
         max_voxels: int = DEFAULT_MAX_VOXELS,
         sw_batch_size: int = 2,
         fallback_path: Optional[str] = None,
+        label_names: Optional[Sequence[str]] = None,
     ) -> None:
         if max_voxels < 1 or sw_batch_size < 1:
             raise ValueError("max_voxels and sw_batch_size must be positive.")
@@ -96,6 +99,7 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_voxels = max_voxels
         self.sw_batch_size = sw_batch_size
+        self.label_names = tuple(label_names) if label_names is not None else None
         self._lock = threading.Lock()
         self._mtime: Optional[float] = None
         self._net: Optional[torch.nn.Module] = None
@@ -104,20 +108,19 @@ class Predictor:
 
     def _load(self) -> Tuple[torch.nn.Module, DinoMixConfig]:
         with self._lock:
-            path, mtime = self.model_path, None
+            refused = []
             for candidate in (self.model_path, self.fallback_path):
                 try:
                     path, mtime = candidate, os.stat(candidate).st_mtime_ns
-                    break
                 except (FileNotFoundError, TypeError):
                     continue
-            if mtime is None:
-                raise ModelNotFoundError(
-                    f"no trained DINO-Mix model at {self.model_path!r}: train one first (dinomix train / Retrain)."
-                )
-            if self._net is None or (path, mtime) != (self._path, self._mtime):
+                if self._net is not None and (path, mtime) == (self._path, self._mtime):
+                    return self._net, self.config  # type: ignore[return-value]
                 mf = load_model_file(path)
                 config = DinoMixConfig.from_dict(mf.config)
+                if self.label_names is not None and tuple(config.label_names) != self.label_names:
+                    refused.append(f"{path} was trained for other labels ({', '.join(config.label_names)})")
+                    continue
                 net = build_student(config, teacher_channels=None)
                 net.load_state_dict({k: v for k, v in mf.model.items() if not k.startswith("projection.")})
                 self._net = net.to(self.device).eval()
@@ -126,7 +129,11 @@ class Predictor:
                 self._path, self._mtime = path, mtime
                 self.source = "retrained" if path == self.model_path else "starter"
                 logger.info("loaded DINO-Mix model %s (%s, iteration %s)", path, self.source, mf.iteration)
-            return self._net, self.config  # type: ignore[return-value]
+                return self._net, self.config
+            why = f" ({'; '.join(refused)}; this server's labels: {', '.join(self.label_names or ())})" if refused else ""
+            raise ModelNotFoundError(
+                f"no trained DINO-Mix model at {self.model_path!r}{why}: train one first (dinomix train / Retrain)."
+            )
 
     @torch.no_grad()
     def _run(self, image_path: str):

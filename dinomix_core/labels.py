@@ -52,6 +52,7 @@ __all__ = [
     "check_image",
     "check_label",
     "label_info_mapping",
+    "parse_label_set",
     "relabel_file",
 ]
 
@@ -223,6 +224,40 @@ def get_label_set(name: str) -> LabelSet:
     if key not in LABEL_SETS:
         raise ValueError(f"unknown label set {name!r}; choose one of {', '.join(LABEL_SETS)}.")
     return LABEL_SETS[key]
+
+
+def parse_label_set(value: Any) -> LabelSet:
+    """The label set an option names: ``synapse`` / ``amos``, comma-separated organ names in id order
+    (``liver,spleen,tumour``), or a JSON file holding a list of names or ``{name: id}`` with ids ``1..N``.
+
+    Raises:
+        ValueError: naming what is wrong (an unreadable file, ids that are not 1..N, repeated or empty names...).
+    """
+    if isinstance(value, LabelSet):
+        return value
+    text = str(value or "").strip()
+    if not text:
+        raise ValueError("labels must name a label set (synapse, amos), organ names 'a,b,c' or a JSON file.")
+    if text.lower() in LABEL_SETS:
+        return LABEL_SETS[text.lower()]
+    if text.lower().endswith(".json"):
+        try:
+            with open(text) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"labels file {text!r} cannot be read as JSON: {e}") from None
+        if isinstance(data, dict):
+            ids = sorted(data.values()) if all(isinstance(i, int) for i in data.values()) else None
+            if ids != list(range(1, len(data) + 1)):
+                raise ValueError(f"labels file {text!r}: ids must be 1..{len(data)}, each once; got "
+                                 f"{sorted(data.values(), key=str)}.")
+            names = [n for n, _ in sorted(data.items(), key=lambda kv: kv[1])]
+        elif isinstance(data, list):
+            names = data
+        else:
+            raise ValueError(f"labels file {text!r} must hold a list of names or {{name: id}}.")
+        return LabelSet.from_names(names)
+    return LabelSet.from_names([n.strip() for n in text.split(",")])
 
 
 def abbreviation(organ: str) -> str:

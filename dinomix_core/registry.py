@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .artifacts import ModelFile, ModelFileError, atomic_copy, atomic_write
 
@@ -32,12 +32,14 @@ class ModelRegistry:
         name: file name stem of the published model.
     """
 
-    def __init__(self, model_dir: str, name: str = "dinomix", starter_path: Optional[str] = None) -> None:
+    def __init__(self, model_dir: str, name: str = "dinomix", starter_path: Optional[str] = None,
+                 label_names: Optional[Sequence[str]] = None) -> None:
         if not name or "/" in name:
             raise ValueError("name must be a plain file name stem.")
         self.model_dir = Path(model_dir)
         self.name = name
         self.starter_path = Path(starter_path) if starter_path else None
+        self.label_names = tuple(label_names) if label_names is not None else None
         self._summaries: Dict[Tuple[str, int], Dict[str, Any]] = {}
 
     @property
@@ -59,10 +61,29 @@ class ModelRegistry:
         return self.starter_path is not None and self.starter_path.is_file()
 
     def served_path(self) -> Optional[Path]:
-        """The model inference uses: the published one, else the starter model shipped with the app, else None."""
-        if self.has_model():
+        """The model inference uses: the published one, else the starter model shipped with the app, else None;
+        a model trained for other labels than ``label_names`` is never served (see :meth:`unserved`)."""
+        if self.has_model() and self.serves(self.model_path):
             return self.model_path
-        return self.starter_path if self.has_starter() else None
+        return self.starter_path if self.has_starter() and self.serves(self.starter_path) else None
+
+    def serves(self, path: Path) -> bool:
+        """Whether the model file ``path`` was trained for this registry's ``label_names`` (any, without them)."""
+        if self.label_names is None:
+            return True
+        names = self.model_summary(path).get("label_names")
+        return names is not None and tuple(names) == self.label_names
+
+    def unserved(self) -> List[str]:
+        """Why the model files present are not served (another label set), one sentence each."""
+        out = []
+        for what, path, present in (("published", self.model_path, self.has_model()),
+                                    ("starter", self.starter_path, self.has_starter())):
+            if present and not self.serves(path):
+                names = self.model_summary(path).get("label_names") or []
+                out.append(f"the {what} model was trained for other labels ({', '.join(names) or 'unknown'}), not "
+                           f"this server's ({', '.join(self.label_names or ())})")
+        return out
 
     def served(self) -> Optional[Dict[str, Any]]:
         """What inference serves: ``source`` ("retrained" or "starter"), ``version``, ``file`` and the

@@ -130,11 +130,14 @@ class TrainRequest:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_config(self) -> DinoMixConfig:
-        """The run's configuration: the preset with this request's settings."""
+    def to_config(self, label_names: Optional[Sequence[str]] = None) -> DinoMixConfig:
+        """The run's configuration: the preset with this request's settings, for ``label_names`` (organ names in
+        id order; default the preset's, the 13 Synapse organs)."""
+        labels = {} if label_names is None else {"label_names": tuple(label_names),
+                                                  "out_channels": len(label_names) + 1}
         cfg = get_preset(
             self.preset, max_iterations=self.max_iterations, teacher=self.teacher, use_fkd=self.use_fkd,
-            use_pic=self.use_pic, use_consistency=self.use_consistency, seed=self.seed,
+            use_pic=self.use_pic, use_consistency=self.use_consistency, seed=self.seed, **labels,
         )
         return cfg.replace(val_interval=max(1, min(cfg.val_interval, cfg.max_iterations)))
 
@@ -189,7 +192,8 @@ def _torchrun_main(spec_path: str) -> int:
     request = TrainRequest.from_request(spec["request"])
     init_distributed(request.torch_device)
     logging.basicConfig(level=logging.INFO, format=f"rank {os.environ.get('RANK', '0')} %(levelname)s %(name)s: %(message)s")
-    job = TrainingJob(spec["model_dir"], request, starter_path=spec.get("starter_path"))
+    job = TrainingJob(spec["model_dir"], request, starter_path=spec.get("starter_path"),
+                      label_names=spec.get("label_names"))
     job.run([tuple(c) for c in spec["labeled"]], [tuple(c) for c in spec["unlabeled"]])
     return 0
 
@@ -216,6 +220,8 @@ class TrainingJob:
         request: the validated request (:meth:`TrainRequest.from_request`).
         should_stop: polled every iteration.
         starter_path: the app's starter model, the warm start while nothing is published.
+        label_names: the organs the run learns (id order; default the 13 Synapse organs). A warm-start model
+            trained for other labels carries over the organs in common.
     """
 
     def __init__(
@@ -224,6 +230,7 @@ class TrainingJob:
         request: TrainRequest,
         should_stop: Optional[Callable[[], bool]] = None,
         starter_path: Optional[str] = None,
+        label_names: Optional[Sequence[str]] = None,
     ) -> None:
         if not isinstance(request, TrainRequest):
             raise TypeError(f"request must be a TrainRequest, got {type(request).__name__}.")
@@ -234,6 +241,7 @@ class TrainingJob:
         self.should_stop = should_stop
         self.stats: Dict[str, Any] = {}
         self.rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 writes stats and publishes
+        self.label_names = tuple(label_names) if label_names is not None else None
 
     def _write_stats(self, **updates: Any) -> None:
         self.stats.update(updates)
@@ -275,6 +283,7 @@ class TrainingJob:
         spec = self.work_dir / "torchrun_job.json"
         atomic_write(spec, json.dumps({
             "model_dir": str(self.model_dir), "starter_path": str(self.registry.starter_path or "") or None,
+            "label_names": list(self.label_names) if self.label_names is not None else None,
             "request": self.request.to_dict(), "labeled": [list(c) for c in labeled],
             "unlabeled": [list(c) for c in unlabeled]}))
         env = dict(os.environ)
@@ -303,7 +312,7 @@ class TrainingJob:
 
         if self.request.world_size > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return self.run_torchrun(labeled, unlabeled)
-        cfg = self.request.to_config()
+        cfg = self.request.to_config(self.label_names)
         train, val, note = split_validation(labeled, self.request.val_fraction, self.request.min_labeled_for_validation)
         # warm start from the served model: the last published one, else the app's starter model
         warm = self.registry.served_path() if self.request.warm_start else None

@@ -78,6 +78,23 @@ def init_distributed(device: Optional[str]) -> int:
     return dist.get_rank()
 
 
+def _head_rows(own: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor], their_labels: Sequence[str],
+               our_labels: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """The output head (``head.*``) of a model with labels ``their_labels``, rows moved to ``our_labels``' ids:
+    background and the organs both have (by name); the other rows keep ``own``'s initialisation."""
+    rows = [(0, 0)] + [(i + 1, list(their_labels).index(n) + 1) for i, n in enumerate(our_labels) if n in their_labels]
+    out = {}
+    for k, v in theirs.items():
+        if k.startswith("head.") and k in own and own[k].shape[1:] == v.shape[1:] and v.shape[0] == len(their_labels) + 1:
+            t = own[k].clone()
+            for ours, src in rows:
+                t[ours] = v[src]
+            out[k] = t
+    if out:
+        logger.info("warm start: output head carried over for background and %d shared organ(s)", len(rows) - 1)
+    return out
+
+
 def _dist_info() -> Tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -352,13 +369,17 @@ class DinoMixTrainer:
 
     # ------------------------------------------------------------------ model files and checkpoints
     def warm_start(self, path: str) -> None:
-        """Load every tensor of a model file whose name and shape match the student's."""
+        """Load every tensor of a model file whose name and shape match the student's; the output head of a model
+        trained for another label set carries over the organs the two share (matched by name) and background."""
         try:
-            state = ModelFile.load(path).model
+            mf = ModelFile.load(path)
         except (OSError, ModelFileError) as e:
             raise TrainingError(f"cannot read the warm-start model {path!r}: {e}") from e
-        own = self.model.state_dict()
+        own, state = self.model.state_dict(), mf.model
         compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        theirs = tuple(mf.config.get("label_names") or ())
+        if theirs and theirs != tuple(self.config.label_names):
+            compatible.update(_head_rows(own, state, theirs, self.config.label_names))
         if not compatible:
             logger.warning("warm start: %s shares no weights with this configuration; starting from scratch", path)
             return

@@ -342,3 +342,45 @@ def test_relabel_file_keeps_the_grid(tmp_path, ext):
     np.testing.assert_allclose(out_affine, in_affine)
     with pytest.raises(InvalidVolumeError, match=r"label values \[2\] have no label_info entry"):
         labels.relabel_file(str(src), str(dst), {1: 6})
+
+
+# ------------------------------------------------------------------------------------- label sets from options
+
+
+def test_parse_label_set(tmp_path):
+    assert labels.parse_label_set("synapse") is SYNAPSE and labels.parse_label_set(" AMOS ") is AMOS
+    custom = labels.parse_label_set("liver, spleen,tumour")
+    assert custom.organs == ("liver", "spleen", "tumour") and custom.small_organs == ()
+    assert custom.abbreviations == ("Li", "Sp", "tumour")
+    as_dict = tmp_path / "labels.json"
+    as_dict.write_text('{"tumour": 3, "liver": 1, "spleen": 2}')
+    assert labels.parse_label_set(str(as_dict)).organs == ("liver", "spleen", "tumour")
+    as_list = tmp_path / "list.json"
+    as_list.write_text('["spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver", "stomach", '
+                       '"aorta", "inferior vena cava", "portal and splenic veins", "pancreas", '
+                       '"right adrenal gland", "left adrenal gland"]')
+    assert labels.parse_label_set(str(as_list)) is SYNAPSE
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "labels must name a label set"),
+    ("liver,liver", "repeated: liver"),
+    ("liver,,spleen", "non-empty strings"),
+    ("liver,background", "'background' is label 0"),
+    ("missing.json", "cannot be read as JSON"),
+])
+def test_parse_label_set_refuses(text, message):
+    with pytest.raises(ValueError, match=message):
+        labels.parse_label_set(text)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"liver": 1, "spleen": 3}', r"ids must be 1..2"),
+    ('{"liver": "1"}', r"ids must be 1..1"),
+    ('"liver"', "must hold a list of names"),
+])
+def test_parse_label_set_refuses_bad_files(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        labels.parse_label_set(str(path))

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "slicer_module", "DinoMix"))
 
 from DinoMixLib.client import DinoMixClient, DinoMixClientError, _detail, encode_multipart  # noqa: E402
 from DinoMixLib.labelmap import (  # noqa: E402
+    DEFAULT_COLOR,
     ORGAN_COLORS,
     label_ids,
     labelmap_to_segments,
@@ -109,7 +110,11 @@ def test_organ_colours_cover_the_13_organs_and_differ():
     assert set(ORGAN_COLORS) == set(ORGANS)
     assert len(set(ORGAN_COLORS.values())) == 13
     assert organ_color("Right_Kidney") == (185, 102, 83)
-    assert organ_color("duodenum") == (128, 174, 128)
+    # another label set's names: a distinct palette colour per label id, not one grey for all
+    others = [organ_color(n, i) for i, n in enumerate(("liver", "tumour", "bladder", "duodenum", "cyst"), start=1)]
+    assert others[0] == ORGAN_COLORS["liver"] and len(set(others)) == 5
+    assert organ_color("tumour", 2) == (60, 180, 75)
+    assert organ_color("tumour") == organ_color("Tumour") != DEFAULT_COLOR  # no id: by the name's checksum
 
 
 # --------------------------------------------------------------------------------------------------------------

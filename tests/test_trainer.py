@@ -379,3 +379,19 @@ def test_clean_labeled_loss_adds_the_unmixed_labeled_patches(phantoms, tmp_path)
     trainer.model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     logs = trainer.train_step(0)
     assert seen == [3] and {"sup", "unsup", "gt_box"} <= set(logs)  # clean labeled + mixed labeled + mixed unlabeled
+
+
+def test_warm_start_head_carries_over_the_shared_organs():
+    """A model for (spleen, liver, aorta) warm-starts one for (liver, tumour, spleen): background and the two
+    shared organs' output rows move to their new ids; the tumour row keeps its initialisation."""
+    from dinomix_core.trainer import _head_rows
+
+    theirs = {"head.conv.weight": torch.arange(4.0).view(4, 1, 1, 1, 1).expand(4, 2, 1, 1, 1).clone(),
+              "head.conv.bias": torch.tensor([10.0, 11.0, 12.0, 13.0]), "enc.weight": torch.ones(3)}
+    own = {"head.conv.weight": torch.full((4, 2, 1, 1, 1), -1.0), "head.conv.bias": torch.full((4,), -1.0),
+           "enc.weight": torch.zeros(3)}
+    out = _head_rows(own, theirs, ("spleen", "liver", "aorta"), ("liver", "tumour", "spleen"))
+    assert sorted(out) == ["head.conv.bias", "head.conv.weight"]
+    assert out["head.conv.bias"].tolist() == [10.0, 12.0, -1.0, 11.0]
+    assert out["head.conv.weight"][:, 0].flatten().tolist() == [0.0, 2.0, -1.0, 1.0]
+    assert own["head.conv.bias"].tolist() == [-1.0] * 4  # the student's own tensors are not modified

@@ -54,6 +54,7 @@ class DinoMixApp(MONAILabelApp):
             self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
             allow_empty_labels=self.options.allow_empty_labels, max_voxels=self.options.max_voxels,
+            organs=self.options.label_set.organs,
         )
 
     def init_infers(self) -> Dict[str, InferTask]:

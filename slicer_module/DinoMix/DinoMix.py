@@ -210,7 +210,7 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         self.ui.organListWidget.clear()
         for index, name in enumerate(summary.get("organs") or [], start=1):
             item = qt.QListWidgetItem(f"{index}  {name}")
-            item.setData(qt.Qt.DecorationRole, qt.QColor(*organ_color(name)))
+            item.setData(qt.Qt.DecorationRole, qt.QColor(*organ_color(name, index)))
             self.ui.organListWidget.addItem(item)
 
         strategies = list(summary.get("strategies") or [])
@@ -567,7 +567,7 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         if labelArray.size:
             segments = labelmap_to_segments(labelArray, self.labelIds, include_empty=True)
         else:
-            segments = [(n, i, organ_color(n), None) for n, i in self.labelIds.items()]
+            segments = [(n, i, organ_color(n, i), None) for n, i in self.labelIds.items()]
         for name, index, color, mask in segments:
             segmentId = segmentation.AddEmptySegment(f"organ_{index}", name, [c / 255.0 for c in color])
             if mask is not None and mask.any():

@@ -12,6 +12,10 @@
   minority-uncertainty strategy (default 524288000).
 - ``allow_empty_labels``: accept all-background corrections (default false).
 - ``max_upload_mb``: refuse request bodies larger than this with 413 (default 4096; 0: no limit).
+- ``labels``: the label set the team annotates: ``synapse`` (default, the 13 Synapse organs), ``amos``, organ
+  names in id order (``liver,spleen,tumour``) or a JSON file (a list of names, or ``{name: id}`` with ids 1..N).
+  Datastore checks, training, inference, Next Sample and the Slicer module all follow it; a model trained for
+  other labels is not served.
 
 The first four are the defaults of every Retrain (a request may override them); the train task shows them, with
 the other training options, in 3D Slicer.
@@ -26,6 +30,7 @@ from typing import Any, Mapping, Optional
 from monailabel.utils.others.generic import strtobool
 
 from dinomix_core.inference import DEFAULT_MAX_VOXELS
+from dinomix_core.labels import SYNAPSE, LabelSet, parse_label_set
 from dinomix_core.service import TrainRequest
 
 #: the app options that are training defaults
@@ -62,6 +67,7 @@ class AppOptions:
     max_voxels: int = DEFAULT_MAX_VOXELS
     allow_empty_labels: bool = False
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB
+    label_set: LabelSet = SYNAPSE
 
     @classmethod
     def from_conf(cls, conf: Optional[Mapping[str, Any]], app_dir: str) -> "AppOptions":
@@ -82,4 +88,12 @@ class AppOptions:
             max_upload_mb=_whole_number(
                 "max_upload_mb", conf.get("max_upload_mb", DEFAULT_MAX_UPLOAD_MB), 0, "megabytes (0: no limit)"
             ),
+            label_set=_label_set(conf.get("labels", "synapse")),
         )
+
+
+def _label_set(value: Any) -> LabelSet:
+    try:
+        return parse_label_set(value)
+    except ValueError as e:
+        raise ValueError(f"app option labels: {e}") from None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import zlib
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -54,8 +55,14 @@ ORGAN_COLORS: Dict[str, Tuple[int, int, int]] = {
     "right adrenal gland": (244, 214, 49),
     "left adrenal gland": (250, 232, 128),
 }
-#: colour of a label name not in :data:`ORGAN_COLORS`
+#: colour of an empty label name
 DEFAULT_COLOR: Tuple[int, int, int] = (128, 174, 128)
+#: colours of label names not in :data:`ORGAN_COLORS` (another label set: a tumour, the bladder), by label id
+PALETTE: Tuple[Tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255), (170, 110, 40),
+    (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128),
+)
 
 LabelNames = Union[Sequence[str], Mapping[str, int]]
 
@@ -65,9 +72,18 @@ def _norm(name: str) -> str:
     return " ".join(str(name).replace("_", " ").lower().split())
 
 
-def organ_color(name: str) -> Tuple[int, int, int]:
-    """RGB (0-255) for an organ name (matched case-insensitively, ``_`` = space); :data:`DEFAULT_COLOR` if unknown."""
-    return {_norm(k): v for k, v in ORGAN_COLORS.items()}.get(_norm(name), DEFAULT_COLOR)
+def organ_color(name: str, label_id: Optional[int] = None) -> Tuple[int, int, int]:
+    """RGB (0-255) for an organ name (matched case-insensitively, ``_`` = space). A name :data:`ORGAN_COLORS`
+    does not have gets the :data:`PALETTE` colour of its ``label_id`` (distinct for ids 1..17), or without an id
+    one chosen by the name's CRC-32 (stable across sessions)."""
+    key = _norm(name)
+    known = {_norm(k): v for k, v in ORGAN_COLORS.items()}
+    if key in known:
+        return known[key]
+    if not key:
+        return DEFAULT_COLOR
+    index = int(label_id) - 1 if label_id else zlib.crc32(key.encode("utf-8"))
+    return PALETTE[index % len(PALETTE)]
 
 
 def label_ids(label_names: LabelNames) -> Dict[str, int]:
@@ -178,7 +194,7 @@ def labelmap_to_segments(
     out = []
     for name, idx in ids.items():
         if idx in present or include_empty:
-            out.append((name, idx, organ_color(name), lm == idx))
+            out.append((name, idx, organ_color(name, idx), lm == idx))
     return out
 
 

@@ -25,6 +25,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from dinomix_core.active import minority_uncertainty, rank_by_minority_uncertainty
 from dinomix_core.artifacts import atomic_write
 from dinomix_core.inference import DEFAULT_MAX_VOXELS, Predictor
+from dinomix_core.labels import SYNAPSE, LabelSet
 from dinomix_core.registry import ModelRegistry
 from dinomix_core.service import read_train_stats
 
@@ -46,10 +47,13 @@ class MinorityUncertainty(Strategy):
     """
 
     def __init__(self, registry: ModelRegistry, max_voxels: int = DEFAULT_MAX_VOXELS, hold_s: float = HOLD_S,
-                 poll_s: float = POLL_S):
-        super().__init__("Unlabeled image where the small organs (esophagus, veins, adrenals) are most uncertain")
+                 poll_s: float = POLL_S, label_set: LabelSet = SYNAPSE):
+        small = ", ".join(label_set.small_organs) or "every organ: the label set names no small organ"
+        super().__init__(f"Unlabeled image where the small organs ({small}) are most uncertain")
         self.registry, self.hold_s, self.poll_s = registry, float(hold_s), float(poll_s)
-        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path)
+        self.organs = label_set.small_organ_ids or label_set.ids
+        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path,
+                                   label_names=label_set.organs)
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
@@ -104,7 +108,8 @@ class MinorityUncertainty(Strategy):
                 return done
             image = todo[0]
             try:
-                scores[image] = minority_uncertainty(self.predictor.predict_proba(datastore.get_image_uri(image)))
+                scores[image] = minority_uncertainty(self.predictor.predict_proba(datastore.get_image_uri(image)),
+                                                    self.organs)
             except Exception as e:  # an unreadable image is scored -1: never selected
                 logger.warning("minority uncertainty: skipping %s: %s", image, e)
                 scores[image] = -1.0

@@ -62,18 +62,20 @@ def install(app: Any = None, options: Any = None, api: Any = None) -> List[str]:
         app: the MONAI Label app (its ``check_train_request`` checks background train requests). Without it (as
             main.py does at import, before MONAI Label creates the app) only the patches of MONAI Label's modules
             that must be in place before the first request: tasks, auth, dicom_seg.
-        options: the app's :class:`~lib.options.AppOptions` (``max_upload_mb``), with ``app``.
+        options: the app's :class:`~lib.options.AppOptions` (``max_upload_mb``, the label set's organ names for
+            DICOM-SEG segments), with ``app``.
         api: the FastAPI app to add the error handlers and the upload limit to (default: MONAI Label's, when this
             process serves it).
     """
     from dinomix_core.config import ORGANS
 
+    organs = options.label_set.organs if options is not None else ORGANS
     written_for()
     check = getattr(app, "check_train_request", None)
     fixes = {
         "tasks": lambda m: m.install({"train": check} if check else None),
         "auth": lambda m: m.install(),
-        "dicom_seg": lambda m: m.install(ORGANS),
+        "dicom_seg": lambda m: m.install(organs),
     }
     api = api if api is not None else fastapi_app()
     if app is not None and api is not None:

@@ -13,7 +13,6 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 
-from dinomix_core.config import ORGANS
 from dinomix_core.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -33,15 +32,20 @@ class DinoMix(TaskConfig):
         starter = self.options.starter_path
         if starter and not os.path.isfile(starter):
             logger.warning("DINO-Mix: no starter model at %s", starter)
-        self.registry = ModelRegistry(self.model_dir, name="dinomix", starter_path=starter)
-        self.labels = {n: i + 1 for i, n in enumerate(ORGANS)}
+        self.label_set = self.options.label_set
+        self.registry = ModelRegistry(self.model_dir, name="dinomix", starter_path=starter,
+                                      label_names=self.label_set.organs)
+        self.labels = {n: i for n, i in zip(self.label_set.organs, self.label_set.ids)}
+        for why in self.registry.unserved():
+            logger.warning("DINO-Mix: %s; it is not served", why)
         logger.info("DINO-Mix: model dir %s; training defaults %s", self.model_dir, self.options.train_defaults)
 
     def infer(self) -> Union[InferTask, Dict[str, InferTask]]:
-        return {self.name: DinoMixInfer(self.registry, self.labels, max_voxels=self.options.max_voxels)}
+        return {self.name: DinoMixInfer(self.registry, self.label_set, max_voxels=self.options.max_voxels)}
 
     def trainer(self) -> Optional[TrainTask]:
-        return DinoMixTrain(self.registry, self.options.train_defaults)
+        return DinoMixTrain(self.registry, self.options.train_defaults, self.label_set)
 
     def strategy(self) -> Union[None, Strategy, Dict[str, Strategy]]:
-        return {"dinomix_minority_uncertainty": MinorityUncertainty(self.registry, max_voxels=self.options.max_voxels)}
+        return {"dinomix_minority_uncertainty": MinorityUncertainty(self.registry, max_voxels=self.options.max_voxels,
+                                                                    label_set=self.label_set)}

@@ -1,4 +1,5 @@
-"""Infer task ``dinomix``: the 13 Synapse organs, on the input image's own grid (thin wrapper over dinomix_core)."""
+"""Infer task ``dinomix``: the app's label set (default the 13 Synapse organs), on the input image's own grid (thin
+wrapper over dinomix_core)."""
 
 import logging
 import os
@@ -13,6 +14,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from dinomix_core.errors import ModelNotFoundError
 from dinomix_core.inference import Predictor
+from dinomix_core.labels import LabelSet
 from dinomix_core.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -35,15 +37,17 @@ class DinoMixInfer(InferTask):
     to serve is answered 409, an unusable image 422 (lib/compat/errors.py).
     """
 
-    def __init__(self, registry: ModelRegistry, labels: Dict[str, int], max_voxels: int):
+    def __init__(self, registry: ModelRegistry, label_set: LabelSet, max_voxels: int):
         super().__init__(
             type=InferType.SEGMENTATION,
-            labels=labels,
+            labels={n: i for n, i in zip(label_set.organs, label_set.ids)},
             dimension=3,
-            description="DINO-Mix: 13 abdominal organs (Synapse order), semi-supervised with DINOv3 distillation",
+            description=f"DINO-Mix: {len(label_set.organs)} labels ({label_set.name}), semi-supervised with DINOv3 "
+            "distillation",
         )
         self.registry = registry
-        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path)
+        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path,
+                                   label_names=label_set.organs)
 
     def is_valid(self) -> bool:
         # MONAI Label lists only valid models in /info: with nothing to serve, the stock Slicer plugin then shows no
@@ -55,7 +59,7 @@ class DinoMixInfer(InferTask):
         served = self.registry.served()
         i["model_present"] = served is not None
         if served is None:
-            i["model_status"] = NO_MODEL
+            i["model_status"] = " ".join([NO_MODEL] + [f"({why}.)" for why in self.registry.unserved()])
             return i
         i["model_source"] = served["source"]
         i["model_version"] = served.get("version")
@@ -77,7 +81,7 @@ class DinoMixInfer(InferTask):
         try:
             label, affine = self.predictor.predict(image)
         except ModelNotFoundError:  # say what to do about it
-            raise ModelNotFoundError(NO_MODEL) from None
+            raise ModelNotFoundError(" ".join([NO_MODEL] + [f"({why}.)" for why in self.registry.unserved()])) from None
         t1 = time.time()
         out = write_result(label, affine, ext, dtype)
         meta = self.predictor.meta or {}

@@ -10,6 +10,7 @@ from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.train import TrainTask
 
 from dinomix_core.config import PRESETS
+from dinomix_core.labels import SYNAPSE, LabelSet
 from dinomix_core.registry import ModelRegistry
 from dinomix_core.service import TrainingJob, TrainRequest, read_train_stats
 
@@ -19,12 +20,14 @@ NOT_STARTED: Dict[str, Any] = {"status": "NOT_STARTED", "epoch": 0, "total_epoch
 
 
 class DinoMixTrain(TrainTask):
-    """Args: registry: the app's models; defaults: the app's training defaults (a request overrides them)."""
+    """Args: registry: the app's models; defaults: the app's training defaults (a request overrides them);
+    label_set: the labels the app annotates (the model learns them)."""
 
-    def __init__(self, registry: ModelRegistry, defaults: TrainRequest):
+    def __init__(self, registry: ModelRegistry, defaults: TrainRequest, label_set: LabelSet = SYNAPSE):
         super().__init__("DINO-Mix semi-supervised training (FKD + PIC + EMA consistency) on the datastore")
         self.registry = registry
         self.defaults = defaults
+        self.label_set = label_set
 
     def config(self) -> Dict[str, Any]:
         return self.defaults.to_dict()
@@ -46,5 +49,6 @@ class DinoMixTrain(TrainTask):
         ]
         unlabeled = [(i, datastore.get_image_uri(i)) for i in datastore.get_unlabeled_images(tag)]
         logger.info("DINO-Mix training: %d labeled, %d unlabeled; options %s", len(labeled), len(unlabeled), options)
-        job = TrainingJob(str(self.registry.model_dir), options, starter_path=self.registry.starter_path)
+        job = TrainingJob(str(self.registry.model_dir), options, starter_path=self.registry.starter_path,
+                          label_names=self.label_set.organs)
         return job.run(labeled, unlabeled)
