@@ -56,7 +56,7 @@ def scored_sample(ask, timeout_s: float = 180) -> dict:
         res = ask()
         if "score" in res:
             return res
-        assert res["strategy"].startswith("pending"), res
+        assert res["selected_by"].startswith("pending"), res
         assert time.monotonic() < deadline, f"no scored sample within {timeout_s} s: {res}"
         time.sleep(0.5)
 

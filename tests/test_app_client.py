@@ -136,7 +136,8 @@ def test_info_as_the_plugin_reads_it(client):
 def test_next_sample_is_an_unlabeled_image(client, sample):
     assert sample["id"] in unlabeled(client)  # (runs before the `saved` fixture labels it)
     assert os.path.isfile(sample["path"]) and Path(sample["path"]).name.startswith(sample["id"])
-    assert sample["strategy"] in (STRATEGY, "pending (no model yet): least recently served")
+    # scored, or (no model yet, or its scores still being computed in the background) the least recently served
+    assert sample["selected_by"] == STRATEGY or sample["selected_by"].startswith("pending (")
 
 
 def test_infer_before_any_model_raises_409(client, live_server):
@@ -201,7 +202,7 @@ def test_infer_with_the_published_model(client, trained, live_server):
 
 def test_next_sample_with_a_model_uses_minority_uncertainty(client, trained):
     res = scored_sample(lambda: client.next_sample(STRATEGY, {}))  # scores come from the background scorer
-    assert res["strategy"] == STRATEGY
+    assert res["selected_by"] == STRATEGY
     assert res["id"] in unlabeled(client)
     assert 0.0 <= res["score"] <= 1.0
 

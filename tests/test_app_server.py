@@ -420,7 +420,7 @@ def test_strategies_return_unlabeled_ids(api, trained):
         return r.json()
 
     res = scored_sample(ask)  # scores come from the background scorer
-    assert res["strategy"] == STRATEGY and res["id"] in unlabeled
+    assert res["selected_by"] == STRATEGY and res["id"] in unlabeled
     assert 0.0 <= res["score"] <= 1.0
     assert Path(res["path"]).name == f"{res['id']}.nii.gz"
 

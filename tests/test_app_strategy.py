@@ -43,13 +43,13 @@ def test_request_does_not_score_and_the_background_does(setup, monkeypatch):
     store, strategy = setup
     monkeypatch.setattr(strategy, "start", lambda datastore: None)  # no thread: the request alone
     res = strategy({"strategy": NAME}, store)
-    assert res["strategy"] == "pending (scores pending): least recently served" and res["id"] == "p0"
+    assert res["selected_by"] == "pending (scores pending): least recently served" and res["id"] == "p0"
     assert strategy.scores() == {}  # the request computed nothing
     assert strategy.score_pending(store, limit=1) == 1 and list(strategy.scores()) == ["p0"]
     assert strategy.score_pending(store) == 2 and sorted(strategy.scores()) == ["p0", "p1", "p2"]
     assert strategy.score_pending(store) == 0
     res = strategy({"strategy": NAME}, store)
-    assert res["strategy"] == NAME and res["scored"] == "3/3"
+    assert res["selected_by"] == NAME and res["scored"] == "3/3"
     assert res["id"] == max(strategy.scores(), key=lambda i: (strategy.scores()[i], i))
 
 

@@ -58,7 +58,7 @@ def test_model_file_round_trip(tmp_path):
     assert (back.label_ids, back.iteration, back.metric, back.trained_on) == ([1, 6], 7, 0.5, {"labeled": ["a"]})
     assert back.label_names == list(DinoMixConfig().label_names)
     assert back.summary() == {"label_ids": [1, 6], "iteration": 7, "saved_at": mf.saved_at, "metric": 0.5,
-                              "preset": "cpu"}
+                              "preset": "cpu", "label_names": list(DinoMixConfig().label_names)}
     assert ModelFile.is_model_file(tmp_path / "m.pt")
 
 

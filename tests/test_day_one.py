@@ -98,7 +98,7 @@ def test_no_model_is_not_listed_and_the_plugin_runs_nothing(bare_server, tmp_pat
     assert MODEL in info["trainers"]  # ... and Retrain stays available
     assert plugin_selector(info, "segmentation") == []  # the plugin hides its segmentation panel
     sample = client.next_sample("dinomix_minority_uncertainty", {})
-    assert sample["strategy"] == "pending (no model yet): least recently served"
+    assert sample["selected_by"] == "pending (no model yet): least recently served"
     assert plugin_autorun_model(info) is None  # Next Sample: no automatic inference, so no error dialog
 
     with pytest.raises(MONAILabelClientException) as e:  # a client that asks anyway gets the reason

@@ -155,16 +155,19 @@ class DinoMixDatastore(LocalDatastore):
 
     def _to_label_ids(self, label_filename: str, info: Dict[str, Any], ext: str,
                       tmp: str) -> "tuple[str, Optional[Dict[str, int]]]":
-        """The label file with the app's ids: values renamed through the request's ``label_info`` names (a
-        rewritten copy in ``tmp`` when they differ), and the map applied (None without ``label_info``)."""
+        """The label file with the app's ids, and the renaming applied (None without ``label_info``).
+
+        A ``label_info`` whose every entry already gives its segment's app id describes the file and may list only
+        some of its values (a script that names the organ it edited); otherwise values are renamed by segment name
+        into a rewritten copy in ``tmp``, and every value of the file needs an entry."""
         mapping = label_info_mapping(info.get("label_info"), self.organs)
         if mapping is None:
             return label_filename, None
+        if all(v == i for v, i in mapping.items()):
+            return label_filename, {str(v): i for v, i in mapping.items()}
         out = os.path.join(tmp, "label" + ext)
         present = relabel_file(label_filename, out, mapping)
         applied = {str(v): i for v, i in present.items()}
-        if all(v == i for v, i in present.items()):
-            return label_filename, applied
         logger.info("label values renamed by their label_info names: %s", applied)
         return out, applied
 

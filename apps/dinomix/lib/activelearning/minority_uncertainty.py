@@ -9,7 +9,8 @@ however many images the studies folder holds.
 Served timestamps are honoured as MONAI Label's strategies do (the ``strategy.<name>.ts`` its active-learning
 endpoint stores on every image it serves): an image served in the last ``hold_s`` seconds goes to nobody else
 while another candidate is left, so two annotators get different images. While scores are still pending, the
-least recently served unlabeled image is given (``"strategy": "pending"`` in the answer says so).
+least recently served unlabeled image is given (``"selected_by": "pending ..."`` in the answer says so; not
+``strategy``: MONAI Label's endpoint overwrites that key with the image's served timestamps).
 """
 
 import json
@@ -134,8 +135,8 @@ class MinorityUncertainty(Strategy):
         scored = {i: scores[i] for i in free if scores.get(i, -1.0) >= 0}
         if scored:
             best = rank_by_minority_uncertainty(scored)
-            return {"id": best, "score": scored[best], "strategy": NAME,
+            return {"id": best, "score": scored[best], "selected_by": NAME,
                     "scored": f"{sum(i in scores for i in images)}/{len(images)}"}
         best = min(free, key=lambda i: (-served_ago[i], i))  # least recently served, then by id
         why = "no model yet" if self._stamp() is None else "scores pending"
-        return {"id": best, "strategy": f"pending ({why}): least recently served"}
+        return {"id": best, "selected_by": f"pending ({why}): least recently served"}
