@@ -151,6 +151,15 @@ def stop_server(srv: LiveServer, sig=signal.SIGTERM) -> None:
             srv.proc.wait(30)
 
 
+def sample_server(tmp_path_factory, sample_studies_src: Path, name: str, conf: Optional[dict] = None):
+    """A generator for a module fixture: a real server over a fresh copy of the sample studies, stopped after."""
+    root = tmp_path_factory.mktemp(name)
+    shutil.copytree(sample_studies_src, root / "studies")
+    srv = start_server(root / "studies", root / "model", root / "server.log", conf=conf)
+    yield srv
+    stop_server(srv)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory, sample_studies_src):
     """A real ``monailabel start_server`` subprocess on 127.0.0.1 over a copy of the sample studies."""

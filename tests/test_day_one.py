@@ -9,13 +9,12 @@ which model Next Sample runs automatically (``initSample``: the first model whos
 
 from __future__ import annotations
 
-import shutil
 from typing import Any, Dict, Optional
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import APP_DIR, start_server, stop_server
+from conftest import APP_DIR, sample_server
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
@@ -45,21 +44,13 @@ def plugin_autorun_model(info: Dict[str, Any]) -> Optional[str]:
 def starter_server(tmp_path_factory, sample_studies_src):
     """A fresh server as `make serve` starts it: sample studies, empty model folder, the shipped starter."""
     assert STARTER.is_file(), f"the starter model {STARTER} is not in the repository (make starter)"
-    root = tmp_path_factory.mktemp("day_one")
-    shutil.copytree(sample_studies_src, root / "studies")
-    srv = start_server(root / "studies", root / "model", root / "server.log", conf={"starter": str(STARTER)})
-    yield srv
-    stop_server(srv)
+    yield from sample_server(tmp_path_factory, sample_studies_src, "day_one", {"starter": str(STARTER)})
 
 
 @pytest.fixture(scope="module")
 def bare_server(tmp_path_factory, sample_studies_src):
     """A server with no published model and no starter model."""
-    root = tmp_path_factory.mktemp("bare")
-    shutil.copytree(sample_studies_src, root / "studies")
-    srv = start_server(root / "studies", root / "model", root / "server.log", conf={"starter": "none"})
-    yield srv
-    stop_server(srv)
+    yield from sample_server(tmp_path_factory, sample_studies_src, "bare", {"starter": "none"})
 
 
 def test_starter_is_small_and_self_describing():

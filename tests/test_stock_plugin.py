@@ -19,7 +19,6 @@ segmentation "scene" is a stand-in (a dict of named segment masks in the order S
 
 from __future__ import annotations
 
-import shutil
 import time
 from typing import Any, Dict, List, Tuple
 
@@ -28,7 +27,7 @@ import numpy as np
 import pytest
 import requests
 import SimpleITK as sitk
-from conftest import APP_DIR, start_server, stop_server
+from conftest import APP_DIR, sample_server
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
@@ -97,11 +96,7 @@ def plugin_stop_message(status: Dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, sample_studies_src):
     """A fresh server as `make serve` starts it (sample studies, the shipped starter model)."""
-    root = tmp_path_factory.mktemp("stock_plugin")
-    shutil.copytree(sample_studies_src, root / "studies")
-    srv = start_server(root / "studies", root / "model", root / "server.log", conf={"starter": str(STARTER)})
-    yield srv
-    stop_server(srv)
+    yield from sample_server(tmp_path_factory, sample_studies_src, "stock_plugin", {"starter": str(STARTER)})
 
 
 @pytest.fixture(scope="module")
