@@ -103,7 +103,8 @@ class Scale:
     val_interval: int
 
 
-#: ``default``: the 2-core CPU main table (4 methods x 3 seeds); ``quick``: a smoke run; ``full``: for a GPU.
+#: ``default``: the 2-core CPU main table (4 methods, about 55 minutes per seed on 2 cores); ``quick``: a smoke
+#: run; ``full``: for a GPU.
 SCALES: Dict[str, Scale] = {
     "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500),
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
