@@ -296,7 +296,11 @@ class TrainingJob:
         while proc.poll() is None:
             if self.should_stop is not None and self.should_stop():
                 proc.terminate()
-                proc.wait(60)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                 break
             time.sleep(0.5)
         if proc.returncode not in (0, None) and not (self.should_stop and self.should_stop()):
