@@ -49,13 +49,12 @@ def train_request(args: argparse.Namespace) -> "TrainRequest":
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import case_id_from_path
+    from .labels import parse_label_set
     from .service import split_validation
     from .studies import list_studies
     from .trainer import init_distributed, run_training
 
     request = train_request(args)
-    from .labels import parse_label_set
-
     config = request.to_config(parse_label_set(args.labels).organs)
     labeled, unlabeled = list_studies(args.studies)
     cases = [(case_id_from_path(i), str(i), str(l)) for i, l in labeled]

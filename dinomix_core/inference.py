@@ -101,6 +101,7 @@ class Predictor:
         self.sw_batch_size = sw_batch_size
         self.label_names = tuple(label_names) if label_names is not None else None
         self._lock = threading.Lock()
+        self._refused: Dict[Tuple[str, int], str] = {}  # model file versions trained for other labels: why
         self._mtime: Optional[float] = None
         self._net: Optional[torch.nn.Module] = None
         self.config: Optional[DinoMixConfig] = None
@@ -116,10 +117,14 @@ class Predictor:
                     continue
                 if self._net is not None and (path, mtime) == (self._path, self._mtime):
                     return self._net, self.config  # type: ignore[return-value]
+                if (path, mtime) in self._refused:  # read once per file version, not once per request
+                    refused.append(self._refused[(path, mtime)])
+                    continue
                 mf = load_model_file(path)
                 config = DinoMixConfig.from_dict(mf.config)
                 if self.label_names is not None and tuple(config.label_names) != self.label_names:
-                    refused.append(f"{path} was trained for other labels ({', '.join(config.label_names)})")
+                    self._refused[(path, mtime)] = f"{path} was trained for other labels ({', '.join(config.label_names)})"
+                    refused.append(self._refused[(path, mtime)])
                     continue
                 net = build_student(config, teacher_channels=None)
                 net.load_state_dict({k: v for k, v in mf.model.items() if not k.startswith("projection.")})

@@ -125,6 +125,11 @@ class LabelSet:
         return tuple(range(1, self.num_classes))
 
     @property
+    def ids_by_name(self) -> Dict[str, int]:
+        """``{organ: label id}`` in id order (MONAI Label's ``labels``)."""
+        return dict(zip(self.organs, self.ids))
+
+    @property
     def small_organ_ids(self) -> Tuple[int, ...]:
         """Label ids of :attr:`small_organs`, ascending."""
         return tuple(self.id_of(o) for o in self.small_organs)

@@ -51,7 +51,7 @@ __all__ = [
     "organ_volumes_ml",
 ]
 
-_ID: Dict[str, int] = dict(zip(SYNAPSE.organs, SYNAPSE.ids))
+_ID: Dict[str, int] = SYNAPSE.ids_by_name
 
 #: Nominal HU of each organ label (portal-venous phase). The stomach value is its wall; contents are
 #: :data:`STOMACH_CONTENTS_HU`. Per-seed jitter of a few HU is added on top.

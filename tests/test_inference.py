@@ -91,3 +91,21 @@ def test_predict_refusals(tmp_path, one_thread):
     (tmp_path / "junk.nii.gz").write_bytes(b"junk")
     with pytest.raises(InvalidVolumeError, match="cannot read image"):
         Predictor(str(model), device="cpu").predict(str(tmp_path / "junk.nii.gz"))
+
+
+def test_a_model_for_other_labels_is_refused_and_read_once(tmp_path, monkeypatch):
+    """With ``label_names``, a model trained for other labels is not served, says why, and its file is read once
+    per version (not on every request)."""
+    import dinomix_core.inference as inference
+    from test_cli import _untrained_model
+
+    model = _untrained_model(tmp_path / "synapse.pt")
+    image = tmp_path / "img.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4)), str(image))
+    reads = []
+    monkeypatch.setattr(inference, "load_model_file", lambda p: reads.append(p) or load_model_file(p))
+    predictor = Predictor(str(model), device="cpu", label_names=("liver", "tumour"))
+    for _ in range(2):
+        with pytest.raises(ModelNotFoundError, match="trained for other labels .*this server's labels: liver, tumour"):
+            predictor.predict(str(image))
+    assert reads == [str(model)]

@@ -10,17 +10,17 @@ MONAI Label runs a background training in a subprocess that a worker thread star
 * a stopped task whose subprocess printed nothing yet has no (or empty) ``details``, and the stock Slicer plugin's
   Stop reads ``status.get("result", status.get("details", [])[-1])`` (``onStopTraining``): an IndexError there.
 
-:func:`install` closes both: a task that is submitted but not started yet counts as running, stopping it marks
-it ``STOPPED`` so that it never starts, every stopped task's ``details`` ends with a line saying so, and a stop that lands while the subprocess is being created waits for
-it and kills it. A background request can also be checked before it is queued (``install(check=...)``), so
+:func:`install` closes them: a task that is submitted but not started yet counts as running, stopping it marks
+it ``STOPPED`` so that it never starts, every stopped task's ``details`` ends with a line saying so, and a stop
+that lands while the subprocess is being created waits for it and kills it. A background request can also be checked before it is queued (``install(check=...)``), so
 that bad options are a 4xx at once rather than a task that fails in its subprocess a minute later. Everything
 else is MONAI Label's own code.
 """
 
 import logging
 import threading
-from collections import deque
 import time
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Optional, Set
 

@@ -35,7 +35,7 @@ class DinoMix(TaskConfig):
         self.label_set = self.options.label_set
         self.registry = ModelRegistry(self.model_dir, name="dinomix", starter_path=starter,
                                       label_names=self.label_set.organs)
-        self.labels = {n: i for n, i in zip(self.label_set.organs, self.label_set.ids)}
+        self.labels = self.label_set.ids_by_name
         for why in self.registry.unserved():
             logger.warning("DINO-Mix: %s; it is not served", why)
         logger.info("DINO-Mix: model dir %s; training defaults %s", self.model_dir, self.options.train_defaults)

@@ -40,7 +40,7 @@ class DinoMixInfer(InferTask):
     def __init__(self, registry: ModelRegistry, label_set: LabelSet, max_voxels: int):
         super().__init__(
             type=InferType.SEGMENTATION,
-            labels={n: i for n, i in zip(label_set.organs, label_set.ids)},
+            labels=label_set.ids_by_name,
             dimension=3,
             description=f"DINO-Mix: {len(label_set.organs)} labels ({label_set.name}), semi-supervised with DINOv3 "
             "distillation",
@@ -54,12 +54,16 @@ class DinoMixInfer(InferTask):
         # segmentation model and does not run one after Next Sample (the train task stays listed for a Retrain)
         return self.registry.served_path() is not None
 
+    def not_ready(self) -> str:
+        """What to do while nothing can be served, and why a model file present is not (another label set)."""
+        return " ".join([NO_MODEL] + [f"({why}.)" for why in self.registry.unserved()])
+
     def info(self) -> Dict[str, Any]:
         i = super().info()
         served = self.registry.served()
         i["model_present"] = served is not None
         if served is None:
-            i["model_status"] = " ".join([NO_MODEL] + [f"({why}.)" for why in self.registry.unserved()])
+            i["model_status"] = self.not_ready()
             return i
         i["model_source"] = served["source"]
         i["model_version"] = served.get("version")
@@ -81,7 +85,7 @@ class DinoMixInfer(InferTask):
         try:
             label, affine = self.predictor.predict(image)
         except ModelNotFoundError:  # say what to do about it
-            raise ModelNotFoundError(" ".join([NO_MODEL] + [f"({why}.)" for why in self.registry.unserved()])) from None
+            raise ModelNotFoundError(self.not_ready()) from None
         t1 = time.time()
         out = write_result(label, affine, ext, dtype)
         meta = self.predictor.meta or {}
