@@ -106,6 +106,14 @@ class DinoMixConfig:
             convolutional). Larger than the training patch, fewer overlapping windows cover a volume: on the
             2-core CPU the ``cpu`` preset segments the 122 x 101 x 112 real CT about twice as fast, for 0.8
             points of mean Dice on SYNTHETIC phantoms (benchmarks/results/2026-12-02-inference-window.md).
+        refiner: train the click refiner of interactive editing (``dinomix_edit``) beside the segmenter, in the
+            same run: a small encoder-decoder of its own (``refiner_channels``) that takes the image, the
+            segmenter's probabilities of the edited organ and of background (detached) and the two click guidance
+            maps, and predicts that organ (``dinomix_core.interactive``). The segmenter's own training is untouched.
+        refiner_channels: channels of the click refiner's stages (its strides are ``strides``).
+        refiner_weight: weight of the click refiner's loss in the training loss.
+        refiner_max_clicks: simulated clicks per training patch are drawn from 1..this.
+        refiner_sigma: width in voxels (model grid) of the Gaussian each click adds to its guidance map.
         keep_largest_component: at inference keep only the largest connected component of each organ (each of
             the 13 organs is one connected structure; removes scattered false positives in anatomy the training
             volumes did not cover).
@@ -173,6 +181,12 @@ class DinoMixConfig:
     sw_overlap: float = 0.25
     sw_roi_size: Tuple[int, int, int] = (128, 128, 64)
     keep_largest_component: bool = True
+    # interactive editing: the click refiner
+    refiner: bool = True
+    refiner_channels: Tuple[int, ...] = (8, 16, 32, 32)
+    refiner_weight: float = 1.0
+    refiner_max_clicks: int = 5
+    refiner_sigma: float = 2.0
 
     def __post_init__(self) -> None:
         # normalise lists (from JSON) to tuples without mutating a frozen instance's identity semantics
@@ -218,6 +232,12 @@ class DinoMixConfig:
             raise ValueError(f"num_res_units must be >= 0, got {self.num_res_units}.")
         if self.hu_range[0] >= self.hu_range[1]:
             raise ValueError("hu_range must be (low, high) with low < high.")
+        if len(self.refiner_channels) != len(self.channels) or any(int(c) < 1 for c in self.refiner_channels):
+            raise ValueError(
+                f"refiner_channels must be {len(self.channels)} positive sizes (one per stage), got {self.refiner_channels}."
+            )
+        if self.refiner_weight < 0 or self.refiner_max_clicks < 1 or self.refiner_sigma <= 0:
+            raise ValueError("refiner_weight must be >= 0, refiner_max_clicks >= 1 and refiner_sigma > 0.")
 
     def _validate_method(self) -> None:
         _in_range(self, "ema_momentum", 0.0, 1.0, upper_open=True)
@@ -317,7 +337,7 @@ PRESETS: Dict[str, DinoMixConfig] = {
         preset="paper", channels=(32, 64, 128, 256, 512), strides=((2, 2, 2),) * 4, num_res_units=2, dropout=0.1,
         fkd_stage=3, patch_size=(128, 128, 64), target_spacing=(1.5, 1.5, 2.0), optimizer="sgd", learning_rate=3e-2,
         momentum=0.9, weight_decay=3e-5, batch_size_labeled=2, batch_size_unlabeled=2, max_iterations=2400,
-        consistency_weight=0.1, val_interval=200, teacher_batch_size=32,
+        consistency_weight=0.1, val_interval=200, teacher_batch_size=32, refiner_channels=(16, 32, 64, 64, 64),
     ),
 }
 

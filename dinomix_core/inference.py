@@ -8,10 +8,13 @@ shape, spacing and orientation.
 
 from __future__ import annotations
 
+import copy
 import gzip
 import logging
 import os
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -26,6 +29,7 @@ from .config import DinoMixConfig
 from .data import InvalidVolumeError, _root, check_spatial, preprocessing
 from .artifacts import ModelFile, atomic_write
 from .errors import ModelFileError, ModelNotFoundError
+from .interactive import apply_clicks
 from .networks import build_student
 
 __all__ = ["ModelNotFoundError", "ModelFileError", "nifti_bytes", "Predictor", "load_model_file", "predict_file", "image_voxel_count", "DEFAULT_MAX_VOXELS"]
@@ -106,6 +110,8 @@ class Predictor:
         self._net: Optional[torch.nn.Module] = None
         self.config: Optional[DinoMixConfig] = None
         self.meta: Dict[str, Any] = {}
+        #: the last automatic results (key: image file version + model file version), for click refinement
+        self._results: "OrderedDict[Tuple[Any, ...], _Segmentation]" = OrderedDict()
 
     def _load(self) -> Tuple[torch.nn.Module, DinoMixConfig]:
         with self._lock:
@@ -126,6 +132,8 @@ class Predictor:
                     self._refused[(path, mtime)] = f"{path} was trained for other labels ({', '.join(config.label_names)})"
                     refused.append(self._refused[(path, mtime)])
                     continue
+                if config.refiner and not any(k.startswith("refiner.") for k in mf.model):
+                    config = config.replace(refiner=False)  # a model file written before the click refiner
                 net = build_student(config, teacher_channels=None)
                 net.load_state_dict({k: v for k, v in mf.model.items() if not k.startswith("projection.")})
                 self._net = net.to(self.device).eval()
@@ -169,6 +177,63 @@ class Predictor:
         _, _, _, logits = self._run(image_path)
         return torch.softmax(logits[0], 0).cpu()
 
+    def _segment(self, image_path: str) -> "_Segmentation":
+        """The automatic segmentation on the model grid, from the cache when this image and model were seen."""
+        self._load()
+        try:
+            key: Tuple[Any, ...] = (str(image_path), os.stat(image_path).st_mtime_ns, self._path, self._mtime)
+        except OSError:
+            key = (str(image_path), None, self._path, self._mtime)
+        with self._lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                return hit
+        pre, data, image, logits = self._run(image_path)
+        logits = torch.as_tensor(logits)  # plain tensors from here (the image's MetaTensor keeps the metadata)
+        probs = torch.softmax(logits[0], 0)
+        pred = logits.argmax(1).to(torch.float32).cpu()  # [1, X, Y, Z]
+        if self.config is not None and self.config.keep_largest_component:
+            pred = torch.as_tensor(KeepLargestConnectedComponent(
+                applied_labels=list(range(1, self.config.out_channels)), is_onehot=False, independent=True
+            )(pred))
+        seg = _Segmentation(pre, data, image, probs, pred[0].long())
+        with self._lock:
+            self._results[key] = seg
+            while len(self._results) > self.cached_results:
+                self._results.popitem(last=False)
+        return seg
+
+    #: automatic results kept for click refinement (each holds the class probabilities of one image)
+    cached_results = 2
+
+    @staticmethod
+    def _invert(seg: "_Segmentation", volume: torch.Tensor, nearest: bool) -> Tuple[np.ndarray, np.ndarray]:
+        """A model-grid volume [X, Y, Z] back on the image's own grid (nearest or linear): (array, 4x4 affine)."""
+        image = seg.image
+        data = dict(seg.data)
+        data["pred"] = MetaTensor(volume[None].to(torch.float32).cpu(), meta=dict(image.meta),
+                                  applied_operations=copy.deepcopy(image.applied_operations))
+        inverted = Invertd(keys="pred", transform=seg.pre, orig_keys="image", nearest_interp=nearest)(data)["pred"]
+        affine = np.asarray(image.meta.get("original_affine", image.affine), dtype=np.float64)
+        return np.asarray(inverted[0].cpu().numpy()), affine
+
+    @classmethod
+    def _export(cls, seg: "_Segmentation", label: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+        """A model-grid label [X, Y, Z] back on the image's own grid: (uint8 label, 4x4 affine)."""
+        out, affine = cls._invert(seg, label, nearest=True)
+        return out.round().astype(np.uint8), affine
+
+    @torch.no_grad()
+    def organ_probability(self, image_path: str, organ: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The model's probability of label id ``organ`` on the image's own grid (float32, linear resampling) and
+        the affine; from the same cached automatic result as :meth:`predict`."""
+        seg = self._segment(image_path)
+        if not 0 <= int(organ) < seg.probs.shape[0]:
+            raise ValueError(f"label id {organ} is not one of this model's classes (0..{seg.probs.shape[0] - 1}).")
+        prob, affine = self._invert(seg, seg.probs[int(organ)], nearest=False)
+        return np.clip(prob, 0.0, 1.0).astype(np.float32), affine
+
     @torch.no_grad()
     def predict(self, image_path: str) -> Tuple[np.ndarray, np.ndarray]:
         """Segment ``image_path``; returns (uint8 label [X, Y, Z] on the image's own grid, its 4x4 affine).
@@ -177,18 +242,84 @@ class Predictor:
             ModelNotFoundError: no model published yet.
             InvalidVolumeError: unreadable, not 3D, or larger than ``max_voxels``.
         """
-        pre, data, image, logits = self._run(image_path)
-        pred = logits.argmax(1).to(torch.float32).cpu()  # [1, X, Y, Z]
-        if self.config is not None and self.config.keep_largest_component:
-            pred = KeepLargestConnectedComponent(
-                applied_labels=list(range(1, self.config.out_channels)), is_onehot=False, independent=True
-            )(pred)
-            pred = torch.as_tensor(pred)
-        data["pred"] = MetaTensor(pred, meta=image.meta, applied_operations=image.applied_operations)
-        inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
-        label = np.asarray(inverted[0].cpu().numpy()).round().astype(np.uint8)
-        affine = np.asarray(image.meta.get("original_affine", image.affine), dtype=np.float64)
-        return label, affine
+        seg = self._segment(image_path)
+        return self._export(seg, seg.label)
+
+    @property
+    def has_refiner(self) -> bool:
+        """Whether the served model has a click refiner (loads the model; ``ModelNotFoundError`` without one)."""
+        net, _ = self._load()
+        return getattr(net, "refiner", None) is not None
+
+    @torch.no_grad()
+    def refine(self, image_path: str, clicks: Dict[int, Sequence[Sequence[int]]],
+               background: Sequence[Sequence[int]] = (), edited: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """The automatic segmentation of ``image_path`` corrected by clicks (``interactive.apply_clicks``).
+
+        Args:
+            image_path: the image.
+            clicks: label id -> points on that organ, as voxel indices (i, j, k) of the image file.
+            background: points on background, voxel indices.
+            edited: the label id being edited (refined last; may have background points only).
+
+        Returns:
+            (uint8 label on the image's grid, its affine); without any point, exactly :meth:`predict`'s result.
+
+        Raises:
+            ModelNotFoundError: no model, or a model without a click refiner (trained before it existed).
+            ValueError: a point outside the image, or an unknown label id.
+        """
+        net, config = self._load()
+        if getattr(net, "refiner", None) is None:
+            raise ModelNotFoundError(
+                f"the served model ({self._path}) has no click refiner (it was trained before interactive editing "
+                "existed): retrain it once to edit with clicks."
+            )
+        for organ in list(clicks) + ([edited] if edited is not None else []):
+            if not 1 <= int(organ) < config.out_channels:
+                raise ValueError(f"label id {organ} is not one of this model's organs (1..{config.out_channels - 1}).")
+        seg = self._segment(image_path)
+        to_grid = _voxel_map(seg.image)
+        shape = tuple(seg.label.shape)
+        grid_clicks = {int(o): [_to_grid(p, to_grid, shape, seg.original_shape) for p in pts] for o, pts in clicks.items()}
+        grid_bg = [_to_grid(p, to_grid, shape, seg.original_shape) for p in background]
+        total = tuple(int(np.prod([s[a] for s in config.strides])) for a in range(3))
+        label = apply_clicks(net.refiner, seg.image.as_tensor().to(self.device), seg.probs, seg.label.to(self.device),
+                             grid_clicks, grid_bg, int(edited) if edited is not None else None, config.refiner_sigma,
+                             total)
+        return self._export(seg, label.cpu())
+
+
+@dataclass
+class _Segmentation:
+    """One automatic result on the model grid, kept for click refinement."""
+
+    pre: Any  # the preprocessing transform (to invert)
+    data: Dict[str, Any]  # its output dictionary
+    image: MetaTensor  # [1, X, Y, Z] preprocessed image
+    probs: torch.Tensor  # [C, X, Y, Z] softmax probabilities
+    label: torch.Tensor  # [X, Y, Z] long: the automatic label
+
+    @property
+    def original_shape(self) -> Tuple[int, ...]:
+        shape = self.image.meta.get("spatial_shape")
+        return tuple(int(s) for s in np.asarray(shape).reshape(-1)[:3]) if shape is not None else ()
+
+
+def _voxel_map(image: MetaTensor) -> np.ndarray:
+    """4x4 map from voxel indices of the image file to voxel indices of the preprocessed (model) grid."""
+    original = np.asarray(image.meta.get("original_affine", image.affine), dtype=np.float64)
+    return np.linalg.inv(np.asarray(image.affine, dtype=np.float64)) @ original
+
+
+def _to_grid(point: Sequence[int], to_grid: np.ndarray, shape: Sequence[int], original_shape: Sequence[int]
+             ) -> Tuple[int, int, int]:
+    if len(point) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point):
+        raise ValueError(f"a point must be three voxel indices [i, j, k], got {point!r}.")
+    if original_shape and not all(-0.5 <= float(v) < s - 0.5 for v, s in zip(point, original_shape)):
+        raise ValueError(f"point {list(point)} is outside the image (size {list(original_shape)}).")
+    q = to_grid @ np.array([float(point[0]), float(point[1]), float(point[2]), 1.0])
+    return tuple(int(np.clip(round(float(c)), 0, s - 1)) for c, s in zip(q[:3], shape))
 
 
 def predict_file(model_path: str, image_path: str, output_path: str, device: Optional[str] = None) -> str:

@@ -3,7 +3,9 @@
 DINO-Mix (arXiv 2602.07819) distils a frozen DINOv3's features into an intermediate stage of the student (FKD).
 The paper's baselines use a V-Net; we build an equivalent residual encoder-decoder from MONAI blocks with an
 explicit encoder so the distilled stage can be tapped (MONAI's recursive ``UNet`` hides its stages).
-The same :func:`build_student` is used by training and inference.
+The same :func:`build_student` is used by training and inference. With ``config.refiner`` the student carries
+the click refiner of interactive editing as its ``refiner`` attribute (the same architecture, 5 input channels,
+one output), so one model file, one optimiser and one EMA hold both.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from torch import nn
 
 from .config import DinoMixConfig
 
-__all__ = ["DinoMixStudent", "build_student"]
+__all__ = ["DinoMixStudent", "build_student", "REFINER_IN_CHANNELS"]
+
+#: the click refiner's inputs: image, P(edited organ), P(background), foreground and background click guidance
+REFINER_IN_CHANNELS = 5
 
 
 def _block(spatial_dims: int, in_ch: int, out_ch: int, strides, num_res_units: int, dropout: float) -> nn.Module:
@@ -42,6 +47,8 @@ class DinoMixStudent(nn.Module):
         dropout: dropout probability.
         fkd_stage: encoder stage whose features feed the projection head.
         teacher_channels: channels of the teacher's features (projection output); None: no projection head.
+        refiner_channels: when given, a click refiner (:data:`REFINER_IN_CHANNELS` inputs, one output logit, these
+            channels, the same strides) is attached as ``self.refiner``; ``forward`` does not use it.
 
     ``forward(x)`` returns logits; ``forward(x, return_features=True)`` returns ``(logits, projected)`` where
     ``projected`` are the ``fkd_stage`` features mapped to ``teacher_channels`` by a 1x1x1 conv head. With
@@ -61,6 +68,7 @@ class DinoMixStudent(nn.Module):
         dropout: float = 0.0,
         fkd_stage: int = 2,
         teacher_channels: Optional[int] = None,
+        refiner_channels: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
         if len(channels) < 2:
@@ -91,6 +99,11 @@ class DinoMixStudent(nn.Module):
             self.projection = nn.Sequential(
                 Convolution(spatial_dims, c, c, kernel_size=1, norm="instance", act="PRELU"),
                 Convolution(spatial_dims, c, teacher_channels, kernel_size=1, conv_only=True),
+            )
+        self.refiner: Optional[nn.Module] = None
+        if refiner_channels is not None:
+            self.refiner = DinoMixStudent(
+                spatial_dims, REFINER_IN_CHANNELS, 1, refiner_channels, strides, num_res_units, 0.0, fkd_stage=0
             )
 
     def forward(
@@ -132,4 +145,5 @@ def build_student(config: DinoMixConfig, teacher_channels: Optional[int] = None)
         dropout=config.dropout,
         fkd_stage=config.fkd_stage,
         teacher_channels=teacher_channels,
+        refiner_channels=config.refiner_channels if config.refiner else None,
     )

@@ -51,6 +51,7 @@ from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
 from .errors import ModelFileError, TrainingError
+from .interactive import refiner_loss
 from .losses import distdw_weights, fkd_loss, region_dice_ce_terms
 from .networks import build_student
 from .pic import PICMixer, box_size_from_fraction
@@ -257,6 +258,8 @@ class DinoMixTrainer:
         self.use_amp = bool(config.amp and self.device.type == "cuda")
         _seed_everything(config.seed)
         self.gen = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        # the click refiner's simulated clicks draw from their own stream: the segmenter's is the same with or without it
+        self.click_rng = np.random.default_rng(config.seed * 1000 + self.rank + 7)
         self.load_data(labeled, unlabeled, validation)
         self.teacher = self.build_teacher(teacher_model)
         self.stride = self.teacher.feature_stride if self.teacher is not None else 1
@@ -284,6 +287,7 @@ class DinoMixTrainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        self.total_stride = tuple(int(np.prod([s[a] for s in config.strides])) for a in range(3))
         self.dice_metric = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
 
     # ------------------------------------------------------------------ build hooks
@@ -550,6 +554,23 @@ class DinoMixTrainer:
         logs["total"] = float(loss.detach())
         return loss, logs
 
+    #: labeled patches per iteration the click refiner is trained on
+    refiner_rows = 1
+
+    def refiner_term(self, batch: StudentBatch, logits: torch.Tensor, logs: Dict[str, float]) -> torch.Tensor:
+        """The click refiner's weighted loss on the labeled rows (``interactive.refiner_loss``; 0 without one)."""
+        cfg, refiner = self.config, getattr(self.model, "refiner", None)
+        if refiner is None or cfg.refiner_weight == 0:
+            return torch.zeros((), device=self.device)
+        n = min(batch.n_labeled, self.refiner_rows)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            term = refiner_loss(refiner, batch.image[:n], logits[:n], batch.target[:n], batch.is_gt[:n],
+                                cfg.refiner_max_clicks, cfg.refiner_sigma, self.click_rng, self.total_stride)
+        if term is None:
+            return torch.zeros((), device=self.device)
+        logs["refiner"] = float(term.detach())
+        return cfg.refiner_weight * term
+
     def _lr(self, iteration: int) -> float:
         return self.config.learning_rate * (1.0 - iteration / self.config.max_iterations) ** self.config.poly_power
 
@@ -581,6 +602,7 @@ class DinoMixTrainer:
         batch = self.mix(lab, unl, pseudo, iteration / cfg.max_iterations)
         logits, proj, feats = self.forward(batch)
         loss, logs = self.compute_loss(batch, logits, proj, feats, iteration)
+        loss = loss + self.refiner_term(batch, logits, logs)
         self.step(loss, iteration)
         if pseudo is not None:
             logs["confident"] = float(pseudo[1].float().mean())

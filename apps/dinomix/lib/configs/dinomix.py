@@ -1,11 +1,13 @@
-"""TaskConfig of the ``dinomix`` model: one infer task, one train task and the minority-uncertainty strategy."""
+"""TaskConfig of the ``dinomix`` model: the automatic infer task, click editing (``dinomix_edit``), two scribbles
+tasks, one train task and the minority-uncertainty strategy. The infer tasks share one predictor, so an image's
+automatic result is computed once and the edits correct it."""
 
 import logging
 import os
 from typing import Any, Dict, Optional, Union
 
 from lib.activelearning import MinorityUncertainty
-from lib.infers import DinoMixInfer
+from lib.infers import DinoMixEditInfer, DinoMixGMMGraphCut, DinoMixHistogramGraphCut, DinoMixInfer, shared_predictor
 from lib.options import AppOptions
 from lib.trainers import DinoMixTrain
 from monailabel.interfaces.config import TaskConfig
@@ -36,12 +38,19 @@ class DinoMix(TaskConfig):
         self.registry = ModelRegistry(self.model_dir, name="dinomix", starter_path=starter,
                                       label_names=self.label_set.organs)
         self.labels = self.label_set.ids_by_name
+        self.predictor = shared_predictor(self.registry, self.label_set, self.options.max_voxels)
         for why in self.registry.unserved():
             logger.warning("DINO-Mix: %s; it is not served", why)
         logger.info("DINO-Mix: model dir %s; training defaults %s", self.model_dir, self.options.train_defaults)
 
     def infer(self) -> Union[InferTask, Dict[str, InferTask]]:
-        return {self.name: DinoMixInfer(self.registry, self.label_set, max_voxels=self.options.max_voxels)}
+        args = (self.registry, self.label_set)
+        return {
+            self.name: DinoMixInfer(*args, max_voxels=self.options.max_voxels, predictor=self.predictor),
+            f"{self.name}_edit": DinoMixEditInfer(*args, max_voxels=self.options.max_voxels, predictor=self.predictor),
+            f"{self.name}_histogram_graphcut": DinoMixHistogramGraphCut(*args, predictor=self.predictor),
+            f"{self.name}_gmm_graphcut": DinoMixGMMGraphCut(*args, predictor=self.predictor),
+        }
 
     def trainer(self) -> Optional[TrainTask]:
         return DinoMixTrain(self.registry, self.options.train_defaults, self.label_set)

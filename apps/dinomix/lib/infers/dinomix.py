@@ -5,7 +5,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import nibabel as nib
 import numpy as np
@@ -37,7 +37,8 @@ class DinoMixInfer(InferTask):
     to serve is answered 409, an unusable image 422 (lib/compat/errors.py).
     """
 
-    def __init__(self, registry: ModelRegistry, label_set: LabelSet, max_voxels: int):
+    def __init__(self, registry: ModelRegistry, label_set: LabelSet, max_voxels: int,
+                 predictor: Optional[Predictor] = None):
         super().__init__(
             type=InferType.SEGMENTATION,
             labels=label_set.ids_by_name,
@@ -46,8 +47,7 @@ class DinoMixInfer(InferTask):
             "distillation",
         )
         self.registry = registry
-        self.predictor = Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path,
-                                   label_names=label_set.organs)
+        self.predictor = predictor or shared_predictor(registry, label_set, max_voxels)
 
     def is_valid(self) -> bool:
         # MONAI Label lists only valid models in /info: with nothing to serve, the stock Slicer plugin then shows no
@@ -76,10 +76,28 @@ class DinoMixInfer(InferTask):
             i["model_trained_on"] = len(served.get("labeled_ids") or [])
         return i
 
-    def __call__(self, request) -> Tuple[Union[str, None], Dict]:
+    def image_file(self, request: Dict[str, Any]) -> str:
+        """The request's image file; 404 when it is not one."""
         image = request.get("image")
         if not isinstance(image, str) or not image or not os.path.isfile(image):
             raise HTTPException(status_code=404, detail=f"unknown image: {request.get('image')!r} is not in the datastore")
+        return image
+
+    def result_meta(self, t0: float, t1: float, **extra: Any) -> Dict[str, Any]:
+        """The answer's parameters: label names, latencies (infer from ``t0`` to ``t1``, then writing) and model."""
+        meta = self.predictor.meta or {}
+        return {
+            "label_names": self.labels,
+            "latencies": {"infer": round(t1 - t0, 3), "write": round(time.time() - t1, 3), "total": round(time.time() - t0, 3)},
+            "model": {
+                "source": self.predictor.source, "iteration": meta.get("iteration"), "saved_at": meta.get("saved_at"),
+                "label_ids": meta.get("label_ids"),
+            },
+            **extra,
+        }
+
+    def __call__(self, request) -> Tuple[Union[str, None], Dict]:
+        image = self.image_file(request)
         ext, dtype = result_format(request)
         t0 = time.time()
         try:
@@ -87,16 +105,13 @@ class DinoMixInfer(InferTask):
         except ModelNotFoundError:  # say what to do about it
             raise ModelNotFoundError(self.not_ready()) from None
         t1 = time.time()
-        out = write_result(label, affine, ext, dtype)
-        meta = self.predictor.meta or {}
-        return out, {
-            "label_names": self.labels,
-            "latencies": {"infer": round(t1 - t0, 3), "write": round(time.time() - t1, 3), "total": round(time.time() - t0, 3)},
-            "model": {
-                "source": self.predictor.source, "iteration": meta.get("iteration"), "saved_at": meta.get("saved_at"),
-                "label_ids": meta.get("label_ids"),
-            },
-        }
+        return write_result(label, affine, ext, dtype), self.result_meta(t0, t1)
+
+
+def shared_predictor(registry: ModelRegistry, label_set: LabelSet, max_voxels: int) -> Predictor:
+    """The predictor of the served model (the published one, else the starter) that the app's infer tasks share."""
+    return Predictor(str(registry.model_path), max_voxels=max_voxels, fallback_path=registry.starter_path,
+                     label_names=label_set.organs)
 
 
 def result_format(request: Dict[str, Any]) -> Tuple[str, str]:
