@@ -589,3 +589,60 @@ def test_real_logic_full_loop_on_the_live_server(env, make_widget, live_server, 
 def test_connect_says_which_model_is_served(env, status, text):
     DinoMix, _, _ = env
     assert DinoMix.served_model_text(status) == text
+
+
+def test_real_logic_click_and_scribble_editing_on_the_live_server(env, make_widget, live_server, tmp_path):
+    """The module's click mode (``addClick``: every click so far to ``dinomix_edit``, the organ's segment replaced)
+    and scribble mode (strokes painted in ``foreground_scribbles`` / ``background_scribbles``, ``applyScribbles``)
+    with its own logic and client against the real server; only MRML is the stand-in."""
+    _, slicer, _ = env
+    from DinoMixLib.client import DinoMixClient
+
+    _ensure_trained_model(DinoMixClient(live_server.url, timeout=60, infer_timeout=600), tmp_path)
+    w = make_widget()
+    w.ui.serverUrlLineEdit.text = live_server.url
+    w.ui.connectButton.click()
+    logic = w.logic
+    logic.client.infer_timeout = 600
+    w.ui.strategyComboBox.setCurrentText("random")
+    w.ui.nextSampleButton.click()
+    w.ui.inferButton.click()
+    assert _errors(slicer) == [], slicer.util.messages
+    shape = logic.volumeNode.array.shape  # (k, j, i)
+    centre = [s // 2 for s in shape]
+    before = {k: v.copy() for k, v in logic.segmentationNode.masks.items()}
+
+    # a foreground click on the liver at the image centre: the liver segment now holds that voxel
+    ijk = centre[::-1]
+    r = logic.addClick("liver", ijk, foreground=True)
+    assert r["organ"] == "liver" and r["clicks"] == 1 and r["voxels"] > 0
+    assert logic.segmentationNode.masks["organ_6"][tuple(centre)]
+    for sid, mask in before.items():  # other organs' segments are untouched
+        if sid != "organ_6":
+            np.testing.assert_array_equal(logic.segmentationNode.masks.get(sid, mask), mask)
+    # a background click on the same voxel takes it out again; both clicks were sent
+    r = logic.addClick("liver", ijk, foreground=False)
+    assert r["clicks"] == 2 and not logic.segmentationNode.masks["organ_6"][tuple(centre)]
+    with pytest.raises(Exception, match="outside the image"):
+        logic.addClick("liver", [10_000, 0, 0])
+    assert sum(map(len, logic.clicks.values())) == 2  # the refused click is not kept
+
+    # scribbles: a foreground stroke of spleen, a background stroke beside it
+    names = logic.ensureScribbleSegments()
+    seg = logic.segmentationNode.GetSegmentation()
+    fg = np.zeros(shape, np.uint8)
+    fg[centre[0], centre[1] - 2:centre[1] + 3, centre[2] + 5:centre[2] + 10] = 1
+    bg = np.zeros(shape, np.uint8)
+    bg[centre[0], centre[1] - 2:centre[1] + 3, centre[2] - 10:centre[2] - 5] = 1
+    for name, mask in zip(names, (bg, fg)):
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, logic.segmentationNode,
+                                                         seg.GetSegmentIdBySegmentName(name), logic.volumeNode)
+    r = logic.applyScribbles("spleen")
+    spleen = logic.segmentationNode.masks["organ_1"]
+    assert r["voxels"] == int(spleen.sum()) and spleen[fg.astype(bool)].all() and not spleen[bg.astype(bool)].any()
+    assert not logic.segmentationNode.masks[seg.GetSegmentIdBySegmentName("foreground_scribbles")].any()
+    with pytest.raises(RuntimeError, match="no strokes"):
+        logic.applyScribbles("spleen")
+    # the strokes never reach a submitted label
+    assert set(np.unique(logic.segmentationToLabelArray(logic.segmentationNode, logic.volumeNode))) <= set(range(14))
+    assert _errors(slicer) == []

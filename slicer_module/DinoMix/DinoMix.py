@@ -40,6 +40,11 @@ SETTINGS_USER_KEY = "DinoMix/userName"
 POLL_INTERVAL_MS = 5000
 #: consecutive failed polls after which polling stops and the error is shown
 MAX_POLL_FAILURES = 3
+#: the app's click-editing model (a DeepEdit request) and its scribbles models
+EDIT_MODEL = "dinomix_edit"
+SCRIBBLES_MODELS = ("dinomix_histogram_graphcut", "dinomix_gmm_graphcut")
+#: the segments the user paints strokes in (the names MONAI Label's scribbles tasks read from ``label_info``)
+SCRIBBLE_SEGMENTS = ("background_scribbles", "foreground_scribbles")
 
 
 #
@@ -381,6 +386,7 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         self.volumeNode = None
         self.segmentationNode = None
         self.monitor = None
+        self.clicks = {}  # organ name (or "background") -> [[i, j, k], ...] on the current image
         self._workDir = None
 
     @property
@@ -472,6 +478,7 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         volumeNode = self.loadVolume(path, imageId)
         self.clearScene()
         self.imageId, self.volumeNode = imageId, volumeNode
+        self.clicks = {}
         self.segmentationNode = self.createSegmentation(np.zeros(0, dtype=np.uint8), None)
         return {"image_id": imageId, "volume_node": volumeNode, "strategy_used": result.get("strategy_used", strategy)}
 
@@ -510,6 +517,88 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         result["organs"] = [n for n, i in self.labelIds.items() if i in present]
         result["label_path"] = path
         return result
+
+    # ------------------------------------------------------------------ interactive editing
+    def addClick(self, organ, ijk, foreground=True):
+        """One click at voxel ``ijk`` (i, j, k of the image) on ``organ`` (foreground) or on what is not it
+        (background): sends every click so far to ``dinomix_edit`` and replaces that organ's segment with the
+        answer. Returns ``{"organ", "clicks", "voxels"}``."""
+        client = self._requireClient()
+        self._requireImage()
+        if organ not in self.labelIds:
+            raise RuntimeError(f"{organ!r} is not an organ of the model ({', '.join(self.organs)}).")
+        key = organ if foreground else "background"
+        point = [int(round(float(v))) for v in ijk]
+        self.clicks.setdefault(key, []).append(point)
+        params = {name: list(self.clicks.get(name, [])) for name in self.organs}
+        params["background"] = list(self.clicks.get("background", []))
+        params["label"] = organ
+        try:
+            path = client.infer(self.imageId, EDIT_MODEL, output_path=os.path.join(self.workDir, "edit.nii.gz"),
+                                params=params)
+        except Exception:
+            self.clicks[key].pop()  # a refused click is not kept
+            raise
+        voxels = self._updateSegmentFromFile(organ, path, self.labelIds[organ])
+        return {"organ": organ, "clicks": sum(len(v) for v in self.clicks.values()), "voxels": voxels}
+
+    def clearClicks(self):
+        self.clicks = {}
+
+    def ensureScribbleSegments(self):
+        """The two segments strokes are painted in with the Segment Editor (added when missing)."""
+        if self.segmentationNode is None:
+            raise RuntimeError("no segmentation: press Next sample first.")
+        segmentation = self.segmentationNode.GetSegmentation()
+        for name, color in zip(SCRIBBLE_SEGMENTS, ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0))):
+            if not segmentation.GetSegmentIdBySegmentName(name):
+                segmentation.AddEmptySegment(name, name, color)
+        return list(SCRIBBLE_SEGMENTS)
+
+    def applyScribbles(self, organ, method=SCRIBBLES_MODELS[0]):
+        """Send the painted strokes (``background_scribbles``, ``foreground_scribbles``) for ``organ`` to a scribbles
+        model, replace that organ's segment with the answer and clear the strokes. Returns ``{"organ", "voxels"}``."""
+        client = self._requireClient()
+        self._requireImage()
+        if organ not in self.labelIds:
+            raise RuntimeError(f"{organ!r} is not an organ of the model ({', '.join(self.organs)}).")
+        self.ensureScribbleSegments()
+        labelArray = self.segmentationToLabelArray(self.segmentationNode, self.volumeNode)  # (k, j, i), organs
+        labelInfo = [{"name": n, "id": i} for n, i in self.labelIds.items()]
+        top = max(self.labelIds.values())
+        strokes = 0
+        for offset, name in enumerate(SCRIBBLE_SEGMENTS, start=1):
+            segmentId = self.segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(self.segmentationNode, segmentId, self.volumeNode)
+            if mask is not None and np.any(mask):
+                labelArray[mask != 0] = top + offset
+                strokes += int(np.count_nonzero(mask))
+            labelInfo.append({"name": name, "id": top + offset})
+        if not strokes:
+            raise RuntimeError("no strokes: paint in foreground_scribbles or background_scribbles first.")
+        path = os.path.join(self.workDir, f"{self.imageId}_scribbles.nii.gz")
+        write_nifti_label(path, labelArray.transpose(2, 1, 0), self.ijkToRas(self.volumeNode))
+        result = client.infer(self.imageId, method, output_path=os.path.join(self.workDir, "scribbles_result.nii.gz"),
+                              params={"label_info": labelInfo, "selected_label_name": organ, "roi": []},
+                              label_path=path)
+        voxels = self._updateSegmentFromFile(organ, result, 1)
+        for name in SCRIBBLE_SEGMENTS:  # the strokes are used up
+            segmentId = self.segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(name)
+            empty = np.zeros(slicer.util.arrayFromVolume(self.volumeNode).shape, np.uint8)
+            slicer.util.updateSegmentBinaryLabelmapFromArray(empty, self.segmentationNode, segmentId, self.volumeNode)
+        return {"organ": organ, "voxels": voxels}
+
+    def _updateSegmentFromFile(self, organ, path, value):
+        """Replace ``organ``'s segment with the voxels of ``path`` equal to ``value``; returns their count."""
+        labelNode = slicer.util.loadLabelVolume(path, {"show": False, "name": f"{self.imageId}-edit"})
+        try:
+            mask = slicer.util.arrayFromVolume(labelNode) == value
+            slicer.util.updateSegmentBinaryLabelmapFromArray(
+                mask.astype(np.uint8), self.segmentationNode, f"organ_{self.labelIds[organ]}", labelNode
+            )
+        finally:
+            slicer.mrmlScene.RemoveNode(labelNode)
+        return int(np.count_nonzero(mask))
 
     def startTraining(self, settings):
         """Start a training run with the widget's ``settings`` (see ``build_train_params``); return the params."""
@@ -581,6 +670,8 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         for n in range(segmentation.GetNumberOfSegments()):
             segmentId = segmentation.GetNthSegmentID(n)
             name = segmentation.GetSegment(segmentId).GetName()
+            if name in SCRIBBLE_SEGMENTS:  # strokes, not an organ
+                continue
             mask = slicer.util.arrayFromSegmentBinaryLabelmap(segNode, segmentId, volumeNode)
             if mask is None or not np.any(mask):
                 continue

@@ -455,6 +455,7 @@ class DinoMixClient:
         model: str = DEFAULT_MODEL,
         output_path: Optional[str] = None,
         params: Optional[Dict[str, Any]] = None,
+        label_path: Optional[str] = None,
     ) -> str:
         """``POST /infer/{model}?image=ID&output=image``: run the model on a datastore image, save the label.
 
@@ -463,15 +464,22 @@ class DinoMixClient:
             model: inference model name.
             output_path: output file, directory or None (temporary directory).
             params: inference parameters sent as the ``params`` form field (JSON).
+            label_path: a label file sent with the request (the scribbles of a scribbles model).
 
         Returns:
             the written label file path.
         """
+        files = {}
+        if label_path:
+            if not os.path.isfile(label_path):
+                raise DinoMixClientError(f"label file not found: {label_path}")
+            with open(label_path, "rb") as f:
+                files["label"] = (os.path.basename(label_path), f.read())
         _, headers, body = self._request(
             "POST",
             f"/infer/{_q(model)}",
             query={"image": image_id, "output": "image"},
-            multipart=({"params": json.dumps(params or {})}, {}),
+            multipart=({"params": json.dumps(params or {})}, files),
             timeout=self.infer_timeout,
         )
         if body[:1] in (b"{", b"[") and b"\x00" not in body[:512]:

@@ -79,6 +79,9 @@ class vtkSegmentation:
     def GetSegment(self, segmentId):
         return self.segments.get(segmentId)
 
+    def GetSegmentIdBySegmentName(self, name):
+        return next((sid for sid, seg in self.segments.items() if seg.GetName() == name), "")
+
 
 class vtkMRMLSegmentationNode(_Node):
     def __init__(self, name=""):
