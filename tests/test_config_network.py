@@ -247,7 +247,9 @@ def test_student_gradients_reach_every_parameter():
     logits, proj = net(torch.rand(1, 1, 16, 16, 8), return_features=True)
     (logits.mean() + proj.mean()).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
-    assert missing == []
+    assert missing and all(n.startswith("refiner.") for n in missing)  # the click refiner has its own forward
+    net.refiner(torch.rand(1, 5, 16, 16, 8)).mean().backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None] == []
 
 
 @pytest.mark.parametrize(
@@ -266,11 +268,13 @@ def test_student_constructor_value_errors(kwargs):
 
 
 def test_parameter_count_cpu_preset():
-    net = build_student(get_preset("cpu"))
+    net = build_student(get_preset("cpu", refiner=False))
     n = sum(p.numel() for p in net.parameters())
     print(f"cpu preset student: {n} parameters")
     assert 200_000 <= n <= 300_000  # 242,173 with MONAI 1.5 blocks
-    n_fkd = sum(p.numel() for p in build_student(get_preset("cpu"), teacher_channels=384).parameters())
+    n_refiner = sum(p.numel() for p in build_student(get_preset("cpu")).refiner.parameters())
+    assert n_refiner == 179_400  # the click refiner: channels (8, 16, 32, 32), 5 inputs, 1 output
+    n_fkd = sum(p.numel() for p in build_student(get_preset("cpu", refiner=False), teacher_channels=384).parameters())
     # projection head on the 32-channel stage: 1x1x1 conv 32->32 (+ bias, PReLU) and 32->384 (+ bias)
     assert n_fkd - n == (32 * 32 + 32 + 1) + (32 * 384 + 384)
 
