@@ -121,7 +121,7 @@ def server_seconds(model: Path, ct: Path, ref: np.ndarray, n_clicks: int, work: 
         srv.wait_ready(300)
         from monailabel.client import MONAILabelClient
 
-        client = MONAILabelClient(srv.url)  # what the stock Slicer plugin sends its requests with
+        client = MONAILabelClient(srv.url, tmpdir=str(work))  # what the stock Slicer plugin sends requests with
         fmt = {"result_extension": ".nrrd", "result_dtype": "uint8"}
         t0 = time.perf_counter()
         result_file, _ = client.infer("dinomix", "ts_example", dict(fmt))
