@@ -110,7 +110,8 @@ class DinoMixConfig:
             same run: a small encoder-decoder of its own (``refiner_channels``) that takes the image, the
             segmenter's probabilities of the edited organ and of background (detached) and the two click guidance
             maps, and predicts that organ (``dinomix_core.interactive``). The segmenter's own training is untouched.
-        refiner_channels: channels of the click refiner's stages (its strides are ``strides``).
+        refiner_channels: channels of the click refiner's stages (its strides are ``strides``; cut or extended
+            with its last value to one per stage, see ``refiner_stage_channels``).
         refiner_weight: weight of the click refiner's loss in the training loss.
         refiner_max_clicks: simulated clicks per training patch are drawn from 1..this.
         refiner_sigma: width in voxels (model grid) of the Gaussian each click adds to its guidance map.
@@ -232,10 +233,8 @@ class DinoMixConfig:
             raise ValueError(f"num_res_units must be >= 0, got {self.num_res_units}.")
         if self.hu_range[0] >= self.hu_range[1]:
             raise ValueError("hu_range must be (low, high) with low < high.")
-        if len(self.refiner_channels) != len(self.channels) or any(int(c) < 1 for c in self.refiner_channels):
-            raise ValueError(
-                f"refiner_channels must be {len(self.channels)} positive sizes (one per stage), got {self.refiner_channels}."
-            )
+        if not self.refiner_channels or any(int(c) < 1 for c in self.refiner_channels):
+            raise ValueError(f"refiner_channels must be positive sizes, got {self.refiner_channels}.")
         if self.refiner_weight < 0 or self.refiner_max_clicks < 1 or self.refiner_sigma <= 0:
             raise ValueError("refiner_weight must be >= 0, refiner_max_clicks >= 1 and refiner_sigma > 0.")
 
@@ -299,6 +298,12 @@ class DinoMixConfig:
         for s in self.strides:
             total = [t * int(x) for t, x in zip(total, s)]
         return tuple(-(-max(int(p), int(r)) // t) * t for p, r, t in zip(self.patch_size, self.sw_roi_size, total))
+
+    @property
+    def refiner_stage_channels(self) -> Tuple[int, ...]:
+        """``refiner_channels`` with one entry per stage of ``channels`` (cut, or extended with its last value)."""
+        rc, n = tuple(int(c) for c in self.refiner_channels), len(self.channels)
+        return rc[:n] + (rc[-1],) * max(0, n - len(rc))
 
     @property
     def fkd_enabled(self) -> bool:

@@ -145,5 +145,5 @@ def build_student(config: DinoMixConfig, teacher_channels: Optional[int] = None)
         dropout=config.dropout,
         fkd_stage=config.fkd_stage,
         teacher_channels=teacher_channels,
-        refiner_channels=config.refiner_channels if config.refiner else None,
+        refiner_channels=config.refiner_stage_channels if config.refiner else None,
     )

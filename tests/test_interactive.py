@@ -143,6 +143,8 @@ def test_a_model_file_without_a_refiner_is_served_but_cannot_edit(refiner_model,
 
 def test_refiner_channels_are_validated():
     with pytest.raises(ValueError, match="refiner_channels"):
-        DinoMixConfig(refiner_channels=(8, 16))
+        DinoMixConfig(refiner_channels=(8, 0))
+    assert DinoMixConfig(channels=(4, 8), strides=((2, 2, 2),), fkd_stage=1, patch_size=(16, 16, 16)).refiner_stage_channels == (8, 16)
+    assert DinoMixConfig(refiner_channels=(8, 16)).refiner_stage_channels == (8, 16, 16, 16)
     assert build_student(DinoMixConfig(refiner=False)).refiner is None
     assert build_student(DinoMixConfig()).refiner is not None
