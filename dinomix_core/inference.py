@@ -245,11 +245,9 @@ class Predictor:
         seg = self._segment(image_path)
         return self._export(seg, seg.label)
 
-    @property
-    def has_refiner(self) -> bool:
-        """Whether the served model has a click refiner (loads the model; ``ModelNotFoundError`` without one)."""
-        net, _ = self._load()
-        return getattr(net, "refiner", None) is not None
+    def served_config(self) -> DinoMixConfig:
+        """The configuration of the model served now (loads it; ``ModelNotFoundError`` without one)."""
+        return self._load()[1]
 
     @torch.no_grad()
     def refine(self, image_path: str, clicks: Dict[int, Sequence[Sequence[int]]],

@@ -155,10 +155,9 @@ class _DinoMixScribbles:
 
     def _model_grid(self):
         try:
-            self.predictor.has_refiner  # loads the served model
+            return self.predictor.served_config()
         except ModelNotFoundError:
             raise ModelNotFoundError("scribbles need the DINO-Mix model: none is served yet; Retrain first.") from None
-        return self.predictor.config
 
     def pre_transforms(self, data=None):
         config = self._model_grid()
