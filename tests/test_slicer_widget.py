@@ -90,6 +90,11 @@ class RecordingLogic:
     def pollTraining(self):
         return self._call("pollTraining")
 
+    def clickList(self, foreground):
+        import slicer
+
+        return slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"clicks {foreground}")
+
 
 CONNECT_SUMMARY = {
     "name": "DINO-Mix",
@@ -152,9 +157,13 @@ def test_setup_builds_widgets_from_the_ui_file(env, make_widget):
         "serverUrlLineEdit", "connectButton", "serverInfoLabel", "organListWidget", "strategyComboBox",
         "nextSampleButton", "sampleLabel", "inferButton", "submitButton", "iterationsSpinBox", "presetComboBox",
         "fkdCheckBox", "picCheckBox", "deviceComboBox", "retrainButton", "stopButton", "trainProgressBar",
-        "trainStatsTextEdit", "statusLabel",
+        "trainStatsTextEdit", "statusLabel", "editOrganComboBox", "foregroundClickPlaceWidget",
+        "backgroundClickPlaceWidget", "clearClicksButton", "addStrokeSegmentsButton", "scribblesMethodComboBox",
+        "applyStrokesButton",
     ):  # fmt: skip
         assert hasattr(w.ui, name), name
+    methods = w.ui.scribblesMethodComboBox
+    assert [methods.itemText(i) for i in range(methods.count)] == list(DinoMix.SCRIBBLES_MODELS)
     assert w.ui.serverUrlLineEdit.text == "http://127.0.0.1:8000"
     assert w.ui.strategyComboBox.currentText == "dinomix_minority_uncertainty"
     assert w.trainingSettings() == dict(max_iterations=300, preset="cpu", use_fkd=True, use_pic=True, device="auto")
@@ -162,7 +171,8 @@ def test_setup_builds_widgets_from_the_ui_file(env, make_widget):
     # not connected yet: only Connect is usable
     assert w.ui.connectButton.enabled
     assert not any(b.enabled for b in (w.ui.nextSampleButton, w.ui.inferButton, w.ui.submitButton,
-                                       w.ui.retrainButton, w.ui.stopButton))  # fmt: skip
+                                       w.ui.retrainButton, w.ui.stopButton, w.ui.applyStrokesButton,
+                                       w.ui.foregroundClickPlaceWidget, w.ui.clearClicksButton))  # fmt: skip
     # a disabled button ignores clicks (as in Qt)
     w.ui.nextSampleButton.click()
     assert slicer.util.messages == []
@@ -427,9 +437,10 @@ def test_real_logic_connects_to_the_live_server(env, make_widget, live_server):
     ]
     presets = w.ui.presetComboBox
     assert [presets.itemText(i) for i in range(presets.count)] == ["cpu", "paper"]  # from dinomix_core.config.PRESETS
-    listed = "dinomix" in live_server.get("/info/")[1]["models"]  # listed once a model was trained (no starter)
+    listed = list(live_server.get("/info/")[1]["models"])  # infer tasks are listed once a model exists (no starter)
     assert w.ui.serverInfoLabel.text.startswith(
-        "DINO-Mix: models dinomix;" if listed else "DINO-Mix: models none; no trained model yet")
+        f"DINO-Mix: models {', '.join(listed)};" if listed else "DINO-Mix: models none; no trained model yet")
+    assert ("dinomix" in listed) == ("no trained model yet" not in w.ui.serverInfoLabel.text)
     assert w.ui.nextSampleButton.enabled and w.ui.retrainButton.enabled
 
 
@@ -591,10 +602,11 @@ def test_connect_says_which_model_is_served(env, status, text):
     assert DinoMix.served_model_text(status) == text
 
 
-def test_real_logic_click_and_scribble_editing_on_the_live_server(env, make_widget, live_server, tmp_path):
-    """The module's click mode (``addClick``: every click so far to ``dinomix_edit``, the organ's segment replaced)
-    and scribble mode (strokes painted in ``foreground_scribbles`` / ``background_scribbles``, ``applyScribbles``)
-    with its own logic and client against the real server; only MRML is the stand-in."""
+def test_panel_click_and_stroke_editing_on_the_live_server(env, make_widget, live_server, tmp_path):
+    """The panel's click mode (points placed with the two place widgets: every click so far goes to
+    ``dinomix_edit`` and the chosen organ's segment is replaced) and stroke mode (Add stroke segments, strokes painted
+    in ``foreground_scribbles`` / ``background_scribbles``, Apply strokes), with the module's own widget, logic and
+    client against the real server; only Slicer (widgets, MRML, the click in a view) is the stand-in."""
     _, slicer, _ = env
     from DinoMixLib.client import DinoMixClient
 
@@ -604,45 +616,70 @@ def test_real_logic_click_and_scribble_editing_on_the_live_server(env, make_widg
     w.ui.connectButton.click()
     logic = w.logic
     logic.client.infer_timeout = 600
+    organs = w.ui.editOrganComboBox
+    assert [organs.itemText(i) for i in range(organs.count)] == ORGANS
     w.ui.strategyComboBox.setCurrentText("random")
     w.ui.nextSampleButton.click()
+    assert w.ui.applyStrokesButton.enabled and w.ui.foregroundClickPlaceWidget.enabled
     w.ui.inferButton.click()
     assert _errors(slicer) == [], slicer.util.messages
     shape = logic.volumeNode.array.shape  # (k, j, i)
     centre = [s // 2 for s in shape]
+    ras = (logic.ijkToRas(logic.volumeNode) @ np.array([*centre[::-1], 1.0]))[:3]
+    assert logic.rasToIjk(logic.volumeNode, ras + 0.2) == centre[::-1]  # the nearest voxel
     before = {k: v.copy() for k, v in logic.segmentationNode.masks.items()}
+    organClicks = w.ui.foregroundClickPlaceWidget.currentNode()
+    backgroundClicks = w.ui.backgroundClickPlaceWidget.currentNode()
+    assert organClicks is not backgroundClicks and slicer.mrmlScene.IsNodePresent(organClicks)
 
-    # a foreground click on the liver at the image centre: the liver segment now holds that voxel
-    ijk = centre[::-1]
-    r = logic.addClick("liver", ijk, foreground=True)
-    assert r["organ"] == "liver" and r["clicks"] == 1 and r["voxels"] > 0
+    # an organ click on the liver at the image centre: the liver segment now holds that voxel
+    organs.setCurrentText("liver")
+    organClicks.place(ras)
+    assert _errors(slicer) == [], slicer.util.messages
     assert logic.segmentationNode.masks["organ_6"][tuple(centre)]
+    assert w.ui.statusLabel.text.startswith("liver: 1 click(s) so far")
     for sid, mask in before.items():  # other organs' segments are untouched
         if sid != "organ_6":
             np.testing.assert_array_equal(logic.segmentationNode.masks.get(sid, mask), mask)
     # a background click on the same voxel takes it out again; both clicks were sent
-    r = logic.addClick("liver", ijk, foreground=False)
-    assert r["clicks"] == 2 and not logic.segmentationNode.masks["organ_6"][tuple(centre)]
-    with pytest.raises(Exception, match="outside the image"):
-        logic.addClick("liver", [10_000, 0, 0])
-    assert sum(map(len, logic.clicks.values())) == 2  # the refused click is not kept
+    backgroundClicks.place(ras)
+    assert not logic.segmentationNode.masks["organ_6"][tuple(centre)]
+    assert logic.clicks == {"liver": [centre[::-1]], "background": [centre[::-1]]}
+    # a point outside the image: an error dialog, and neither the point nor the click is kept
+    organClicks.place(ras + 10_000.0)
+    errors = _errors(slicer)
+    assert len(errors) == 1 and "outside the image" in errors[0]["text"], errors
+    assert organClicks.GetNumberOfControlPoints() == 1 and sum(map(len, logic.clicks.values())) == 2
+    slicer.util.messages.clear()
+    # another organ starts a new set of clicks; Clear clicks forgets them and keeps the segment
+    organs.setCurrentText("spleen")
+    assert logic.clicks == {} and organClicks.GetNumberOfControlPoints() == 0
+    organClicks.place(ras)
+    assert logic.clicks == {"spleen": [centre[::-1]]}
+    spleenAfterClick = logic.segmentationNode.masks["organ_1"].copy()
+    w.ui.clearClicksButton.click()
+    assert logic.clicks == {} and organClicks.GetNumberOfControlPoints() == 0
+    np.testing.assert_array_equal(logic.segmentationNode.masks["organ_1"], spleenAfterClick)
 
-    # scribbles: a foreground stroke of spleen, a background stroke beside it
-    names = logic.ensureScribbleSegments()
+    # strokes: a spleen stroke, a background stroke beside it, the GMM method
+    w.ui.addStrokeSegmentsButton.click()
     seg = logic.segmentationNode.GetSegmentation()
+    assert all(seg.GetSegmentIdBySegmentName(n) for n in ("foreground_scribbles", "background_scribbles"))
     fg = np.zeros(shape, np.uint8)
     fg[centre[0], centre[1] - 2:centre[1] + 3, centre[2] + 5:centre[2] + 10] = 1
     bg = np.zeros(shape, np.uint8)
     bg[centre[0], centre[1] - 2:centre[1] + 3, centre[2] - 10:centre[2] - 5] = 1
-    for name, mask in zip(names, (bg, fg)):
+    for name, mask in (("background_scribbles", bg), ("foreground_scribbles", fg)):
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask, logic.segmentationNode,
                                                          seg.GetSegmentIdBySegmentName(name), logic.volumeNode)
-    r = logic.applyScribbles("spleen")
+    w.ui.scribblesMethodComboBox.setCurrentText("dinomix_gmm_graphcut")
+    w.ui.applyStrokesButton.click()
+    assert _errors(slicer) == [], slicer.util.messages
     spleen = logic.segmentationNode.masks["organ_1"]
-    assert r["voxels"] == int(spleen.sum()) and spleen[fg.astype(bool)].all() and not spleen[bg.astype(bool)].any()
+    assert spleen[fg.astype(bool)].all() and not spleen[bg.astype(bool)].any()
+    assert w.ui.statusLabel.text.startswith(f"spleen re-segmented from the strokes ({int(spleen.sum())} voxels)")
     assert not logic.segmentationNode.masks[seg.GetSegmentIdBySegmentName("foreground_scribbles")].any()
-    with pytest.raises(RuntimeError, match="no strokes"):
-        logic.applyScribbles("spleen")
+    w.ui.applyStrokesButton.click()  # the strokes were used up
+    assert len(_errors(slicer)) == 1 and "no strokes" in _errors(slicer)[0]["text"]
     # the strokes never reach a submitted label
     assert set(np.unique(logic.segmentationToLabelArray(logic.segmentationNode, logic.volumeNode))) <= set(range(14))
-    assert _errors(slicer) == []

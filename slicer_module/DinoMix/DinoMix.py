@@ -45,6 +45,8 @@ EDIT_MODEL = "dinomix_edit"
 SCRIBBLES_MODELS = ("dinomix_histogram_graphcut", "dinomix_gmm_graphcut")
 #: the segments the user paints strokes in (the names MONAI Label's scribbles tasks read from ``label_info``)
 SCRIBBLE_SEGMENTS = ("background_scribbles", "foreground_scribbles")
+#: the point lists clicks are placed in, by ``foreground`` (True: on the organ, False: not the organ), and colours
+CLICK_LISTS = {True: ("DinoMix organ clicks", (0.0, 1.0, 0.0)), False: ("DinoMix background clicks", (1.0, 0.0, 0.0))}
 
 
 #
@@ -110,6 +112,7 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         self.ui = None
         self.pollTimer = None
         self._pollFailures = 0
+        self._clickObservers = []  # (point list, observer tag)
 
     # ------------------------------------------------------------------ setup
     def setup(self):
@@ -135,6 +138,14 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         self.ui.submitButton.connect("clicked(bool)", self.onSubmit)
         self.ui.retrainButton.connect("clicked(bool)", self.onRetrain)
         self.ui.stopButton.connect("clicked(bool)", self.onStop)
+        self.ui.editOrganComboBox.connect("currentIndexChanged(int)", self.onEditOrganChanged)
+        self.ui.clearClicksButton.connect("clicked(bool)", self.onClearClicks)
+        self.ui.addStrokeSegmentsButton.connect("clicked(bool)", self.onAddStrokeSegments)
+        self.ui.applyStrokesButton.connect("clicked(bool)", self.onApplyStrokes)
+        for placeWidget in self._placeWidgets():
+            placeWidget.setMRMLScene(slicer.mrmlScene)
+            placeWidget.buttonsVisible = False
+            placeWidget.placeButton().show()  # points are removed with Clear clicks, so the server's set stays in step
 
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(POLL_INTERVAL_MS)
@@ -147,6 +158,9 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
     def cleanup(self):
         if self.pollTimer is not None:
             self.pollTimer.stop()
+        for node, tag in self._clickObservers:
+            node.RemoveObserver(tag)
+        self._clickObservers = []
         if self.logic is not None and hasattr(self.logic, "cleanup"):
             self.logic.cleanup()
 
@@ -163,6 +177,13 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
         self.ui.submitButton.enabled = connected and self._logicState("hasSegmentation")
         self.ui.retrainButton.enabled = connected and not training
         self.ui.stopButton.enabled = connected
+        editing = connected and self._logicState("hasSegmentation")
+        for widget in (self.ui.editOrganComboBox, self.ui.clearClicksButton, self.ui.addStrokeSegmentsButton,
+                       self.ui.scribblesMethodComboBox, self.ui.applyStrokesButton, *self._placeWidgets()):
+            widget.enabled = editing
+        if not editing:
+            for placeWidget in self._placeWidgets():
+                placeWidget.setPlaceModeEnabled(False)
 
     def setStatus(self, text):
         self.ui.statusLabel.text = text
@@ -217,6 +238,8 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
             item = qt.QListWidgetItem(f"{index}  {name}")
             item.setData(qt.Qt.DecorationRole, qt.QColor(*organ_color(name, index)))
             self.ui.organListWidget.addItem(item)
+        self.ui.editOrganComboBox.clear()
+        self.ui.editOrganComboBox.addItems(list(summary.get("organs") or []))
 
         strategies = list(summary.get("strategies") or [])
         if strategies:
@@ -250,6 +273,7 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
             return
         used = result.get("strategy_used") or strategy
         self.ui.sampleLabel.text = f"{result['image_id']} ({used})"
+        self._attachClickLists()
         note = "" if used == strategy else f" (strategy {strategy!r} not offered, used {used!r})"
         self.setStatus(f"Loaded {result['image_id']}{note}. Press Run DINO-Mix or segment it by hand.")
 
@@ -273,6 +297,60 @@ class DinoMixWidget(ScriptedLoadableModuleWidget):
             f"Saved final label for {result.get('image', '?')} "
             f"({len(result.get('organs', []))} organ(s)). Press Retrain to update the model."
         )
+
+    # ------------------------------------------------------------------ clicks and strokes
+    def _placeWidgets(self):
+        return self.ui.foregroundClickPlaceWidget, self.ui.backgroundClickPlaceWidget
+
+    def _attachClickLists(self):
+        """Give the place widgets the logic's two point lists and observe where each new point lands."""
+        for placeWidget, foreground in zip(self._placeWidgets(), (True, False)):
+            node = self.logic.clickList(foreground)
+            placeWidget.setCurrentNode(node)
+            if not any(n is node for n, _ in self._clickObservers):
+                tag = node.AddObserver(slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent,
+                                       lambda caller, event, fg=foreground: self.onClickPlaced(caller, fg))
+                self._clickObservers.append((node, tag))
+
+    def onClickPlaced(self, pointList, foreground):
+        """A point was placed in a view: send it (with the earlier ones) and show the fixed organ."""
+        n = pointList.GetNumberOfControlPoints()
+        if n == 0:
+            return
+        organ = str(self.ui.editOrganComboBox.currentText)
+        ras = [float(v) for v in pointList.GetNthControlPointPosition(n - 1)]
+        action = "Organ click" if foreground else "Background click"
+        ok, result = self.runLogic(action, self.logic.addClickAtRas, organ, ras, foreground)
+        if not ok:
+            pointList.RemoveNthControlPoint(n - 1)  # the server refused it, so it is not one of the clicks
+            return
+        self.setStatus(f"{organ}: {result['clicks']} click(s) so far; its segment has {result['voxels']} voxels. "
+                       "Click again, or Submit correction.")
+
+    def onEditOrganChanged(self, index=None):
+        """Clicks fix one organ: choosing another one starts a new set."""
+        if getattr(self.logic, "clicks", None):
+            self.logic.clearClicks()
+            self.setStatus(f"Clicks cleared: the next clicks fix {self.ui.editOrganComboBox.currentText}.")
+
+    def onClearClicks(self):
+        ok, _ = self.runLogic("Clear clicks", self.logic.clearClicks)
+        if ok:
+            self.setStatus("Clicks cleared; the segments stay as they are.")
+
+    def onAddStrokeSegments(self):
+        ok, names = self.runLogic("Add stroke segments", self.logic.ensureScribbleSegments)
+        if ok:
+            self.setStatus(f"Paint strokes on {self.ui.editOrganComboBox.currentText} in {names[1]} and beside it in "
+                           f"{names[0]} with the Segment Editor, then press Apply strokes.")
+
+    def onApplyStrokes(self):
+        organ = str(self.ui.editOrganComboBox.currentText)
+        method = str(self.ui.scribblesMethodComboBox.currentText)
+        ok, result = self.runLogic("Apply strokes", self.logic.applyScribbles, organ, method)
+        if ok:
+            self.setStatus(f"{organ} re-segmented from the strokes ({result['voxels']} voxels); the strokes were "
+                           "cleared.")
 
     def applyTrainPresets(self, presets):
         """The server's preset names (``/info`` ``trainers.dinomix.presets``) as the preset choices."""
@@ -387,6 +465,7 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         self.segmentationNode = None
         self.monitor = None
         self.clicks = {}  # organ name (or "background") -> [[i, j, k], ...] on the current image
+        self._clickLists = {}  # foreground (bool) -> the point list its clicks are placed in
         self._workDir = None
 
     @property
@@ -478,7 +557,7 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         volumeNode = self.loadVolume(path, imageId)
         self.clearScene()
         self.imageId, self.volumeNode = imageId, volumeNode
-        self.clicks = {}
+        self.clearClicks()
         self.segmentationNode = self.createSegmentation(np.zeros(0, dtype=np.uint8), None)
         return {"image_id": imageId, "volume_node": volumeNode, "strategy_used": result.get("strategy_used", strategy)}
 
@@ -542,8 +621,28 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         voxels = self._updateSegmentFromFile(organ, path, self.labelIds[organ])
         return {"organ": organ, "clicks": sum(len(v) for v in self.clicks.values()), "voxels": voxels}
 
+    def addClickAtRas(self, organ, ras, foreground=True):
+        """:meth:`addClick` for a point placed in a view, at RAS position ``ras`` (the image's voxel nearest it)."""
+        self._requireImage()
+        return self.addClick(organ, self.rasToIjk(self.volumeNode, ras), foreground)
+
     def clearClicks(self):
+        """Forget the clicks of the current image and remove their points (the segments stay as they are)."""
         self.clicks = {}
+        for node in self._clickLists.values():
+            if slicer.mrmlScene.IsNodePresent(node):
+                node.RemoveAllControlPoints()
+
+    def clickList(self, foreground):
+        """The point list organ (``foreground``) or background clicks are placed in, added to the scene if missing."""
+        node = self._clickLists.get(foreground)
+        if node is None or not slicer.mrmlScene.IsNodePresent(node):
+            name, color = CLICK_LISTS[foreground]
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+            node.CreateDefaultDisplayNodes()
+            node.GetDisplayNode().SetSelectedColor(*color)
+            self._clickLists[foreground] = node
+        return node
 
     def ensureScribbleSegments(self):
         """The two segments strokes are painted in with the Segment Editor (added when missing)."""
@@ -684,6 +783,12 @@ class DinoMixLogic(ScriptedLoadableModuleLogic):
         matrix = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(matrix)
         return np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)], dtype=np.float64)
+
+    @classmethod
+    def rasToIjk(cls, volumeNode, ras):
+        """The voxel ``[i, j, k]`` of ``volumeNode`` nearest to RAS position ``ras``."""
+        ijk = np.linalg.solve(cls.ijkToRas(volumeNode), np.array([*map(float, ras[:3]), 1.0]))
+        return [int(v) for v in np.rint(ijk[:3])]
 
 
 #

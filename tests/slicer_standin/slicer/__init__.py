@@ -3,9 +3,11 @@
 This is NOT 3D Slicer. It offers the few names ``slicer_module/DinoMix/DinoMix.py`` touches while its widget is
 built and its buttons are clicked: ``slicer.util`` (``loadUI`` really parses the module's Qt Designer file and
 builds stand-in widgets for it, ``childWidgetVariables``, and message boxes that RECORD what would have been
-shown), ``slicer.mrmlScene`` (a node list that can add the stand-in nodes of :mod:`slicer.mrml`), ``slicer.app``
-and ``slicer.qMRMLWidget``. The MRML stand-in reads volumes with nibabel and keeps segment masks on the reference
-volume's grid only (no resampling): enough to run the module's logic against a real server, nothing more.
+shown), ``slicer.mrmlScene`` (a node list that can add the stand-in nodes of :mod:`slicer.mrml`), ``slicer.app``,
+``slicer.qMRMLWidget`` and ``slicer.qSlicerMarkupsPlaceWidget`` (holds its point list; a test places points with the
+stand-in point list's ``place``, as a click in a view would). The MRML stand-in reads volumes with nibabel and
+keeps segment masks on the reference volume's grid only (no resampling): enough to run the module's logic against
+a real server, nothing more.
 """
 
 import qt
@@ -21,6 +23,43 @@ class qMRMLWidget(qt.QWidget):
     SIGNALS = ("mrmlSceneChanged",)
 
 
+class qSlicerMarkupsPlaceWidget(qt.QWidget):
+    """Stand-in for Slicer's point-placement widget: the current point list, its place button, place mode."""
+
+    ForcePlaceSingleMarkup, ForcePlaceMultipleMarkups = 1, 2
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._node = None
+        self._scene = None
+        self._placeButton = qt.QPushButton("")
+        self._deleteButton = qt.QPushButton("")
+        self.buttonsVisible = True
+        self.placeModeEnabled = False
+        self.placeMultipleMarkups = self.ForcePlaceMultipleMarkups
+
+    def setMRMLScene(self, scene):
+        self._scene = scene
+
+    def setCurrentNode(self, node):
+        self._node = node
+
+    def currentNode(self):
+        return self._node
+
+    def placeButton(self):
+        return self._placeButton
+
+    def deleteButton(self):
+        return self._deleteButton
+
+    def setPlaceModeEnabled(self, enabled):
+        self.placeModeEnabled = bool(enabled) and self._node is not None
+
+
+vtkMRMLMarkupsNode = mrml.vtkMRMLMarkupsNode
+
+
 class _Scene:
     """Stand-in MRML scene: a list of added nodes; ``Clear`` empties it."""
 
@@ -33,6 +72,9 @@ class _Scene:
     def AddNode(self, node):
         self.nodes.append(node)
         return node
+
+    def IsNodePresent(self, node):
+        return any(n is node for n in self.nodes)
 
     def RemoveNode(self, node):
         if node in self.nodes:

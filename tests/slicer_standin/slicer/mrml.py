@@ -105,7 +105,72 @@ class vtkMRMLSegmentationNode(_Node):
             raise NotImplementedError("stand-in segmentation: only the reference volume's grid is supported")
 
 
+class vtkMRMLMarkupsNode(_Node):
+    """Event ids of Slicer's markups nodes (the value is the stand-in's own)."""
+
+    PointPositionDefinedEvent = 19001
+
+
+class _DisplayNode:
+    def __init__(self):
+        self.selected_color = None
+
+    def SetSelectedColor(self, r, g, b):
+        self.selected_color = (float(r), float(g), float(b))
+
+
+class vtkMRMLMarkupsFiducialNode(vtkMRMLMarkupsNode):
+    """A point list: control points in RAS and VTK-style observers (``AddObserver(event, callback)``)."""
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self.points = []
+        self._observers = {}
+        self._display = None
+
+    def CreateDefaultDisplayNodes(self):
+        self._display = _DisplayNode()
+
+    def GetDisplayNode(self):
+        return self._display
+
+    def AddObserver(self, event, callback):
+        tag = len(self._observers) + 1
+        self._observers[tag] = (event, callback)
+        return tag
+
+    def RemoveObserver(self, tag):
+        self._observers.pop(tag, None)
+
+    def InvokeEvent(self, event):
+        for observed, callback in list(self._observers.values()):
+            if observed == event:
+                callback(self, event)
+
+    def AddControlPoint(self, position, label=""):
+        self.points.append(tuple(float(v) for v in position))
+        return len(self.points) - 1
+
+    def GetNumberOfControlPoints(self):
+        return len(self.points)
+
+    def GetNthControlPointPosition(self, n):
+        return self.points[n]
+
+    def RemoveNthControlPoint(self, n):
+        del self.points[n]
+
+    def RemoveAllControlPoints(self):
+        self.points = []
+
+    def place(self, ras):
+        """Stand-in only: what a click in a view does in place mode (the point is added, then defined)."""
+        self.AddControlPoint(ras)
+        self.InvokeEvent(self.PointPositionDefinedEvent)
+
+
 NODE_CLASSES = {
+    "vtkMRMLMarkupsFiducialNode": vtkMRMLMarkupsFiducialNode,
     "vtkMRMLScalarVolumeNode": vtkMRMLScalarVolumeNode,
     "vtkMRMLLabelMapVolumeNode": vtkMRMLLabelMapVolumeNode,
     "vtkMRMLSegmentationNode": vtkMRMLSegmentationNode,
