@@ -17,10 +17,11 @@ from fastapi import HTTPException
 from lib import compat
 from lib.compat.errors import NO_IMAGE
 from lib.configs import DinoMix
-from lib.datastore import DinoMixDatastore, image_path_allowed, is_image_path
+from lib.datastore import DinoMixDatastore, DinoMixDICOMWebDatastore, image_path_allowed, is_image_path
 from lib.options import AppOptions
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
@@ -48,13 +49,16 @@ class DinoMixApp(MONAILabelApp):
         )
 
     def init_datastore(self) -> Datastore:
+        checks = dict(allow_empty_labels=self.options.allow_empty_labels, max_voxels=self.options.max_voxels,
+                      organs=self.options.label_set.organs)
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            datastore = super().init_datastore()
+            return DinoMixDICOMWebDatastore.like(datastore, **checks) if isinstance(
+                datastore, DICOMWebDatastore) else datastore
         return DinoMixDatastore(
             self.studies, extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD, read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
-            allow_empty_labels=self.options.allow_empty_labels, max_voxels=self.options.max_voxels,
-            organs=self.options.label_set.organs,
+            **checks,
         )
 
     def init_infers(self) -> Dict[str, InferTask]:

@@ -11,6 +11,8 @@
 - A replaced ``final`` label is first copied (atomically) to ``labels/history/<tag>/`` (a submitted label is
   never lost).
 - :func:`image_path_allowed`: the only files inference may read besides datastore images (main.py's guard).
+- :class:`DinoMixDICOMWebDatastore`: MONAI Label's DICOMweb datastore with the same label checks and renaming
+  before anything is uploaded, and DICOM-SEG segments named after the organ of their voxels.
 """
 
 import json
@@ -22,8 +24,11 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from fastapi import HTTPException
+import numpy as np
 from filelock import FileLock
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.datastore.utils.convert import binary_to_image, dicom_to_nifti
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from dinomix_core.artifacts import atomic_copy, atomic_write, pid_alive
@@ -98,28 +103,14 @@ def image_path_allowed(path: str, studies: str, sessions: Any = None) -> bool:
     return bool(store) and _inside(real, store)
 
 
-class DinoMixDatastore(LocalDatastore):
-    def __init__(
-        self, *args, allow_empty_labels: bool = False, organs: Sequence[str] = ORGANS,
-        max_voxels: int = DEFAULT_MAX_VOXELS, **kwargs,
-    ):
+class _LabelChecks:
+    """What every datastore of the app checks in a submitted label, and its renaming by segment name."""
+
+    def _init_checks(self, allow_empty_labels: bool, organs: Sequence[str], max_voxels: int) -> None:
         self.allow_empty_labels = allow_empty_labels
         self.organs = tuple(organs)
         self.num_classes = len(self.organs) + 1
         self.max_voxels = int(max_voxels)
-        studies = args[0] if args else kwargs.get("datastore_path")
-        if studies and os.path.isdir(studies) and not kwargs.get("read_only"):
-            remove_stale_temp_files(studies)
-        super().__init__(*args, **kwargs)
-
-    # ---------------------------------------------------------------- checks
-    def _known_image(self, image_id: str) -> str:
-        if not isinstance(image_id, str) or not _SAFE_ID.match(image_id or "") or ".." in image_id:
-            raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
-        uri = self.get_image_uri(image_id)
-        if not uri or not os.path.isfile(uri):
-            raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
-        return uri
 
     def _check_size(self, path: str, what: str) -> None:
         """Refuse (413) a volume whose header claims more than ``max_voxels`` voxels, before reading any voxel."""
@@ -131,27 +122,34 @@ class DinoMixDatastore(LocalDatastore):
                 f"{self.max_voxels} (app option max_voxels); crop or downsample it.",
             )
 
-    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
-        image_uri = self._known_image(image_id)
+    @staticmethod
+    def _checked_tag(label_tag: str) -> str:
         tag = label_tag or DefaultLabelTag.FINAL.value
         if not _SAFE_ID.match(tag) or tag == HISTORY_DIR:
             raise HTTPException(status_code=400, detail=f"bad label tag {label_tag!r}")
+        return tag
+
+    def _checked_label(self, image_id: str, image_uri: str, label_filename: str, info: Dict[str, Any],
+                       tmp: str) -> "tuple[str, Any]":
+        """The label file in the app's ids, checked against its image, and its voxels (uint8).
+
+        Raises HTTPException: 422 (not NIfTI/NRRD, unknown segment name, wrong grid or values), 413 (too big).
+        ``info`` gets ``label_values`` (the renaming applied) when the values were renamed."""
         ext = _volume_ext(label_filename)
         if ext not in _VOLUME_EXTS:
             raise HTTPException(status_code=422, detail=f"label must be a NIfTI (.nii/.nii.gz) or NRRD file, got {ext!r}")
         self._check_size(label_filename, "label")
         self._check_size(image_uri, "image")
-        info = dict(label_info or {})
-        with tempfile.TemporaryDirectory(prefix="dinomix-label-") as tmp:
-            try:
-                label_filename, renamed = self._to_label_ids(label_filename, info, ext, tmp)
-                check_label(image_uri, label_filename, num_classes=self.num_classes, allow_empty=self.allow_empty_labels)
-            except InvalidVolumeError as e:
-                logger.warning("refused label for %s: %s", image_id, e)
-                raise HTTPException(status_code=422, detail=f"label refused, nothing stored: {e}")
-            if renamed is not None:
-                info["label_values"] = renamed  # {value in the submitted file: the app's id}
-            return self._store_label(image_id, label_filename, tag, ext, info)
+        try:
+            label_filename, renamed = self._to_label_ids(label_filename, info, ext, tmp)
+            voxels = check_label(image_uri, label_filename, num_classes=self.num_classes,
+                                 allow_empty=self.allow_empty_labels)
+        except InvalidVolumeError as e:
+            logger.warning("refused label for %s: %s", image_id, e)
+            raise HTTPException(status_code=422, detail=f"label refused, nothing stored: {e}")
+        if renamed is not None:
+            info["label_values"] = renamed  # {value in the submitted file: the app's id}
+        return label_filename, voxels
 
     def _to_label_ids(self, label_filename: str, info: Dict[str, Any], ext: str,
                       tmp: str) -> "tuple[str, Optional[Dict[str, int]]]":
@@ -170,6 +168,35 @@ class DinoMixDatastore(LocalDatastore):
         applied = {str(v): i for v, i in present.items()}
         logger.info("label values renamed by their label_info names: %s", applied)
         return out, applied
+
+
+class DinoMixDatastore(_LabelChecks, LocalDatastore):
+    def __init__(
+        self, *args, allow_empty_labels: bool = False, organs: Sequence[str] = ORGANS,
+        max_voxels: int = DEFAULT_MAX_VOXELS, **kwargs,
+    ):
+        self._init_checks(allow_empty_labels, organs, max_voxels)
+        studies = args[0] if args else kwargs.get("datastore_path")
+        if studies and os.path.isdir(studies) and not kwargs.get("read_only"):
+            remove_stale_temp_files(studies)
+        super().__init__(*args, **kwargs)
+
+    # ---------------------------------------------------------------- checks
+    def _known_image(self, image_id: str) -> str:
+        if not isinstance(image_id, str) or not _SAFE_ID.match(image_id or "") or ".." in image_id:
+            raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
+        uri = self.get_image_uri(image_id)
+        if not uri or not os.path.isfile(uri):
+            raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}")
+        return uri
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        image_uri = self._known_image(image_id)
+        tag = self._checked_tag(label_tag)
+        info = dict(label_info or {})
+        with tempfile.TemporaryDirectory(prefix="dinomix-label-") as tmp:
+            label_filename, _ = self._checked_label(image_id, image_uri, label_filename, info, tmp)
+            return self._store_label(image_id, label_filename, tag, _volume_ext(label_filename), info)
 
     def _store_label(self, image_id: str, label_filename: str, tag: str, ext: str, info: Dict[str, Any]) -> str:
         label_dir = self._datastore.label_path(tag)
@@ -267,3 +294,64 @@ class DinoMixDatastore(LocalDatastore):
                 _write()
         else:
             _write()
+
+
+class DinoMixDICOMWebDatastore(_LabelChecks, DICOMWebDatastore):
+    """MONAI Label's DICOMweb datastore (``--studies http(s)://...``) with the app's label checks.
+
+    MONAI Label 0.8.5 (``monailabel/datastore/dicom.py``, ``save_label``) converts a submitted ``final`` label to
+    DICOM-SEG and uploads it as it comes: no check against the image, values taken as the plugin numbered its
+    segments, and segment names paired with the values present by position. Here a label is first checked and
+    renamed to the app's ids exactly as in :class:`DinoMixDatastore` (a refusal uploads and stores nothing), and
+    the converter gets one ``label_info`` entry per organ present, named after that organ.
+
+    Args:
+        args, kwargs: as :class:`monailabel.datastore.dicom.DICOMWebDatastore`.
+        allow_empty_labels, organs, max_voxels: as :class:`DinoMixDatastore`.
+    """
+
+    def __init__(self, *args, allow_empty_labels: bool = False, organs: Sequence[str] = ORGANS,
+                 max_voxels: int = DEFAULT_MAX_VOXELS, **kwargs):
+        self._init_checks(allow_empty_labels, organs, max_voxels)
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def like(cls, datastore: DICOMWebDatastore, **checks: Any) -> "DinoMixDICOMWebDatastore":
+        """This datastore over the same DICOMweb server, cache and settings as MONAI Label's ``datastore``."""
+        return cls(
+            client=datastore._client, search_filter=datastore._search_filter,
+            cache_path=os.path.dirname(datastore._datastore_path), fetch_by_frame=datastore._fetch_by_frame,
+            convert_to_nifti=datastore._convert_to_nifti, **checks,
+        )
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any],
+                   label_id: str = "") -> str:
+        if image_id not in self.list_images():
+            raise HTTPException(status_code=404, detail=f"unknown image id {image_id!r}: no such series on the "
+                                                        "DICOMweb server")
+        tag = self._checked_tag(label_tag)
+        info = dict(label_info or {})
+        image_uri = self.get_image_uri(image_id)  # the series, downloaded (and converted to NIfTI by default)
+        with tempfile.TemporaryDirectory(prefix="dinomix-label-") as tmp:
+            reference = image_uri if os.path.isfile(image_uri) else dicom_to_nifti(image_uri)
+            if _volume_ext(label_filename) == ".bin":  # OHIF's raw mask on the image grid, MONAI Label's reader
+                label_filename = binary_to_image(reference, label_filename)
+            label_filename, voxels = self._checked_label(image_id, reference, label_filename, info, tmp)
+            present = sorted(int(i) for i in np.unique(voxels) if i != 0)
+            info["label_info"] = [{"name": self.organs[i - 1], "idx": i} for i in present]
+            try:
+                saved = super().save_label(image_id, label_filename, tag, info)
+            except HTTPException:
+                raise
+            except Exception as e:  # the PACS refused the upload: keep the label in the cache, say so
+                logger.warning("DICOMweb upload of the label of %s failed: %s", image_id, e)
+                LocalDatastore.save_label(self, image_id, label_filename, tag, info)
+                raise HTTPException(status_code=502, detail=self._not_uploaded(image_id, f"it answered: {e}"))
+        if tag == DefaultLabelTag.FINAL and not info.get("SeriesInstanceUID"):  # MONAI Label logs it and goes on
+            raise HTTPException(status_code=502, detail=self._not_uploaded(image_id, "its answer named no series"))
+        return saved
+
+    @staticmethod
+    def _not_uploaded(image_id: str, why: str) -> str:
+        return (f"the DICOMweb server did not store the DICOM-SEG of {image_id!r} ({why}); the label is kept in this "
+                "server's cache only: submit it again")

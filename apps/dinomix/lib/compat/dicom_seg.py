@@ -1,7 +1,8 @@
 """MONAI Label 0.8.5 bug fixed: DICOM-SEG output names segments after the wrong organs, and a failed conversion
 is a bare 500. A guard around MONAI Label's conversion; no method logic.
 
-For ``POST /infer/dinomix?output=dicom_seg`` (DICOMweb datastores) MONAI Label calls
+For ``POST /infer/dinomix?output=dicom_seg`` (DICOMweb datastores), and for a ``final`` label saved to a DICOMweb
+datastore (``monailabel/datastore/dicom.py``), MONAI Label calls
 ``monailabel.datastore.utils.convert.nifti_to_dicom_seg(series_dir, label_file, label_info)``, which pairs
 ``label_info[k]`` with the k-th label id *present* in the result. A client that sends the natural list, one entry
 per organ in id order, therefore gets every segment after the first absent organ under its predecessor's name
@@ -24,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import nibabel as nib
 import numpy as np
 from fastapi import HTTPException
+from monailabel.datastore import dicom as _dicom_datastore
 from monailabel.endpoints import infer as _infer_endpoint
 
 logger = logging.getLogger(__name__)
@@ -103,5 +105,9 @@ def make_converter(organ_names: Sequence[str]):
 
 
 def install(organ_names: Sequence[str]) -> None:
-    """Make MONAI Label's infer endpoint use :func:`make_converter` (idempotent)."""
-    _infer_endpoint.nifti_to_dicom_seg = make_converter(organ_names)
+    """Make MONAI Label's infer endpoint and its DICOMweb datastore's ``save_label`` use :func:`make_converter`
+    (idempotent). The datastore gets its names from ``lib.datastore.DinoMixDICOMWebDatastore``, one per organ
+    present; the converter adds the check that a file was written."""
+    converter = make_converter(organ_names)
+    _infer_endpoint.nifti_to_dicom_seg = converter
+    _dicom_datastore.nifti_to_dicom_seg = converter
