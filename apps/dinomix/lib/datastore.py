@@ -317,7 +317,11 @@ class DinoMixDICOMWebDatastore(_LabelChecks, DICOMWebDatastore):
 
     @classmethod
     def like(cls, datastore: DICOMWebDatastore, **checks: Any) -> "DinoMixDICOMWebDatastore":
-        """This datastore over the same DICOMweb server, cache and settings as MONAI Label's ``datastore``."""
+        """This datastore over the same DICOMweb server, cache and settings as MONAI Label's ``datastore``, which
+        is then stopped watching its cache (this one watches it)."""
+        observer = getattr(datastore, "_observer", None)
+        if observer is not None:
+            observer.stop()
         return cls(
             client=datastore._client, search_filter=datastore._search_filter,
             cache_path=os.path.dirname(datastore._datastore_path), fetch_by_frame=datastore._fetch_by_frame,
