@@ -44,25 +44,15 @@ import torch
 from .artifacts import atomic_write
 from .config import DinoMixConfig, get_preset
 from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
-from .phantoms import PhantomVariation
+from .phantoms import NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
 
 __all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "run_ssl_benchmark", "ssl_main"]
 
 logger = logging.getLogger(__name__)
 
-#: The labeled volumes' protocol: portal-venous phase, low noise, a sharp kernel; anatomy as varied as everyone's.
-NARROW = PhantomVariation(
-    body_scale=(0.85, 1.15), organ_size_sd=0.18, organ_shift_mm=10.0, warp_mm=(3.0, 8.0), fov_shift_mm=25.0,
-    noise_hu=(10.0, 20.0), blur=(0.5, 0.8), phases=("portal",),
-    missing=(("gallbladder", 0.3), ("left kidney", 0.1), ("spleen", 0.1)),
-)
-#: Everyone else (unlabeled, validation, test): the same anatomy, a mix of phases, noise levels and kernels.
-WIDE = PhantomVariation(
-    body_scale=NARROW.body_scale, organ_size_sd=NARROW.organ_size_sd, organ_shift_mm=NARROW.organ_shift_mm,
-    warp_mm=NARROW.warp_mm, fov_shift_mm=NARROW.fov_shift_mm, noise_hu=(10.0, 40.0), blur=(0.4, 1.5),
-    phases=("portal", "arterial", "native"), missing=NARROW.missing,
-)
+#: the labeled volumes' protocol and everyone else's (unlabeled, validation, test): see dinomix_core.phantoms
+NARROW, WIDE = NARROW_VARIATION, WIDE_VARIATION
 
 #: The semi-supervised recipe (docs/method.md, "Recipe"): every entry a DinoMixConfig field.
 RECIPE: Dict[str, Any] = dict(

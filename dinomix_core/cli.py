@@ -80,7 +80,8 @@ def cmd_train_starter(args: argparse.Namespace) -> int:
     from .starter import train_starter
 
     summary = train_starter(
-        args.studies, args.output, seed=args.seed, iterations=args.iterations, work_dir=args.work_dir,
+        args.studies, args.output, seed=args.seed, iterations=args.iterations, phantoms=args.phantoms,
+        work_dir=args.work_dir,
         device=args.device, progress=_progress_bar(args.iterations),
     )
     print(json.dumps({k: summary[k] for k in ("model", "iterations", "seconds")}, indent=2))
@@ -177,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-consistency", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    from .starter import STARTER_ITERATIONS
+    from .starter import STARTER_ITERATIONS, STARTER_PHANTOMS
 
     st = sub.add_parser("train-starter", help="train the starter model the app serves before its first Retrain")
     st.add_argument("--studies", default="sample_data/studies", help="studies folder (default: sample_data/studies)")
     st.add_argument("--output", default="apps/dinomix/model/pretrained_dinomix.pt", help="model file to write")
     st.add_argument("--iterations", type=int, default=STARTER_ITERATIONS)
     st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--phantoms", type=int, default=STARTER_PHANTOMS,
+                    help="labeled SYNTHETIC phantoms generated beside the studies (default: %(default)s)")
     st.add_argument("--work-dir", default=None, help="training folder (default: beside OUTPUT, starter_run/)")
     st.add_argument("--device", default=None)
     st.set_defaults(func=cmd_train_starter)

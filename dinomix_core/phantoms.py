@@ -31,7 +31,7 @@ origin is the centre of the volume.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -46,6 +46,8 @@ __all__ = [
     "phantom_affine",
     "generate_phantom",
     "PhantomVariation",
+    "NARROW_VARIATION",
+    "WIDE_VARIATION",
     "CONTRAST_PHASES",
     "write_phantom_nifti",
     "organ_volumes_ml",
@@ -136,6 +138,16 @@ class PhantomVariation:
 
 
 DEFAULT_VARIATION = PhantomVariation()
+#: A narrow acquisition protocol (portal-venous phase, low noise, a sharp kernel) over anatomy as varied as
+#: patients' (size, organ size and position, deformation, field of view, missing organs).
+NARROW_VARIATION = PhantomVariation(
+    body_scale=(0.85, 1.15), organ_size_sd=0.18, organ_shift_mm=10.0, warp_mm=(3.0, 8.0), fov_shift_mm=25.0,
+    noise_hu=(10.0, 20.0), blur=(0.5, 0.8), phases=("portal",),
+    missing=(("gallbladder", 0.3), ("left kidney", 0.1), ("spleen", 0.1)),
+)
+#: The same anatomy under a mix of protocols: every contrast phase, noise levels and reconstruction kernels.
+WIDE_VARIATION = replace(NARROW_VARIATION, noise_hu=(10.0, 40.0), blur=(0.4, 1.5),
+                         phases=("portal", "arterial", "native"))
 
 _AIR, _FAT, _MESENTERY, _MUSCLE, _BOWEL, _GAS, _LUNG, _HEART = -1000.0, -100.0, -90.0, 45.0, 30.0, -650.0, -850.0, 90.0
 _BONE_CANCELLOUS, _BONE_CORTEX, _DISC, _CSF, _RIB = 380.0, 650.0, 90.0, 15.0, 550.0

@@ -7,6 +7,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_SPACING
@@ -96,10 +98,11 @@ def test_train_starter_command_writes_a_model_file(phantoms, tmp_path, monkeypat
         (final / name).write_bytes((studies / "labels" / name).read_bytes())
     out = tmp_path / "pretrained_dinomix.pt"
     rc = cli.main(["train-starter", "--studies", str(studies), "--output", str(out), "--iterations", "2",
-                   "--work-dir", str(tmp_path / "run"), "--device", "cpu"])
+                   "--phantoms", "1", "--work-dir", str(tmp_path / "run"), "--device", "cpu"])
     assert rc == 0 and out.is_file()
     ckpt = torch.load(out, map_location="cpu", weights_only=False)
-    assert ckpt["iteration"] == 2 and sorted(ckpt["trained_on"]["labeled"]) == ["case0", "case1"]
+    assert ckpt["iteration"] == 2
+    assert sorted(ckpt["trained_on"]["labeled"]) == ["case0", "case1", "starter_phantom_001"]
     assert ckpt["trained_on"]["unlabeled"] == ["case2"]
 
 
@@ -108,3 +111,22 @@ def test_train_starter_without_labels_is_a_clear_error(tmp_path, capsys):
     rc = cli.main(["train-starter", "--studies", str(tmp_path / "studies"), "--output", str(tmp_path / "o.pt")])
     assert rc == 2 and "no labeled study" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_starter_phantoms_are_fixed_files_with_a_tall_field_of_view_and_every_phase(tmp_path):
+    import dinomix_core.starter as starter
+    from dinomix_core.phantoms import WIDE_VARIATION
+
+    pairs = starter.starter_phantoms(str(tmp_path / "a"), 4)
+    again = starter.starter_phantoms(str(tmp_path / "b"), 1)
+    assert [p.name for p, _ in pairs] == [f"starter_phantom_00{i}.nii.gz" for i in range(1, 5)]
+    np.testing.assert_array_equal(np.asarray(nib.load(str(pairs[0][0])).dataobj),
+                                  np.asarray(nib.load(str(again[0][0])).dataobj))  # the same volume every time
+    img = nib.load(str(pairs[0][0]))
+    assert img.shape == (96, 96, 80) and np.allclose(img.header.get_zooms(), (3.0, 3.0, 4.0))  # 320 mm tall
+    label = np.asarray(nib.load(str(pairs[0][1])).dataobj)
+    assert label.shape == img.shape and label.max() <= 13 and (label > 0).any()
+    phases = {WIDE_VARIATION.draw_extras(starter.STARTER_PHANTOM_SEED + i)[0] for i in range(4)}
+    assert phases == {"arterial", "native"}  # not only the sample phantoms' portal phase
+    with pytest.raises(ValueError, match=">= 0"):
+        starter.starter_phantoms(str(tmp_path / "c"), -1)
