@@ -205,6 +205,7 @@ class ResumeCheckpoint:
     history: List[Dict[str, Any]] = field(default_factory=list)
     augmenter: Optional[Dict[str, Any]] = None
     finished: bool = False
+    click_rng: Optional[Dict[str, Any]] = None  # the click refiner's numpy random stream (bit_generator.state)
 
     def save(self, path: PathLike) -> Path:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

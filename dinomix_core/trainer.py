@@ -417,6 +417,8 @@ class DinoMixTrainer:
         self.gen.set_state(ckpt.generator)
         if self.augmenter is not None and ckpt.augmenter:
             self.augmenter.load_state_dict(ckpt.augmenter)
+        if ckpt.click_rng:
+            self.click_rng.bit_generator.state = ckpt.click_rng
         self.start_iteration, self.best_metric, self.history = ckpt.iteration, ckpt.best_metric, list(ckpt.history)
         logger.info("resumed from %s at iteration %d", path, self.start_iteration)
 
@@ -426,6 +428,7 @@ class DinoMixTrainer:
             tracker=self.tracker.state_dict(), generator=self.gen.get_state(), config=self.config.to_dict(),
             iteration=iteration, best_metric=self.best_metric, history=self.history[-2000:],
             augmenter=self.augmenter.state_dict() if self.augmenter is not None else None, finished=finished,
+            click_rng=self.click_rng.bit_generator.state,
         ).save(self.checkpoint_path())
 
     def model_file(self, iteration: int, validation: Optional[Dict[str, Any]]) -> ModelFile:

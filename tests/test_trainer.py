@@ -178,13 +178,16 @@ def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["iteration"] == 6 and ckpt["finished"] is True
 
-    # an uninterrupted run gives the same losses: the sampler, optimiser, EMA and tracker state were restored
+    # an uninterrupted run gives the same losses: the sampler, optimiser, EMA, tracker and click-simulation state
+    # were restored
     straight = []
     run_training(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "straight"),
                  progress=straight.append, device="cpu")
+    assert config.refiner and all("refiner" in r["losses"] for r in straight)
     for a, b in zip(first + second, straight):
         assert a["iteration"] == b["iteration"]
-        assert a["losses"]["total"] == pytest.approx(b["losses"]["total"], rel=1e-4, abs=1e-5), a["iteration"]
+        for term in ("total", "refiner"):
+            assert a["losses"][term] == pytest.approx(b["losses"][term], rel=1e-4, abs=1e-5), (term, a["iteration"])
 
 
 @pytest.mark.parametrize(
