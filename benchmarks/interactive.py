@@ -43,7 +43,7 @@ if str(REPO) not in sys.path:
 from benchmarks.app_benchmark import Server, free_port  # noqa: E402
 from dinomix_core.inference import Predictor  # noqa: E402
 from dinomix_core.interactive import next_click  # noqa: E402
-from dinomix_core.labels import ORGANS, SMALL_ORGANS  # noqa: E402
+from dinomix_core.labels import ORGANS, SMALL_ORGAN_NAMES  # noqa: E402
 from dinomix_core.phantoms import generate_phantom  # noqa: E402
 from dinomix_core.artifacts import atomic_write  # noqa: E402
 
@@ -97,7 +97,7 @@ def run_volume(predictor: Predictor, name: str, image: str, ref: np.ndarray, cli
         print(f"  {name} {ORGANS[organ - 1]:<26} " + "  ".join(f"{k}:{v:5.1f}" for k, v in r["dice"].items()),
               flush=True)
     mean = {str(n): round(float(np.mean([per[o][str(n)] for o in per])), 2) for n in clicks}
-    small = [o for o in per if o in SMALL_ORGANS]
+    small = [o for o in per if o in SMALL_ORGAN_NAMES]
     return {
         "clicks": mean,
         "small_organs": {str(n): round(float(np.mean([per[o][str(n)] for o in small])), 2) for n in clicks} if small else None,
