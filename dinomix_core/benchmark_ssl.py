@@ -295,7 +295,9 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                                  "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)"},
         "iterations": sc.iterations, "patch_size": list(sc.patch), "val_interval": sc.val_interval,
         "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}, "teacher": teacher,
-        "seeds": list(seeds), "small_organs": [ORGANS[c - 1] for c in SMALL_ORGANS],
+        # every seed with a run in the file (a --resume run adds its seeds to the earlier ones)
+        "seeds": sorted({int(r["seed"]) for rs in runs.values() for r in rs} | set(seeds)),
+        "small_organs": [ORGANS[c - 1] for c in SMALL_ORGANS],
         "headroom": {"supervised_labeled": head.get("supervised"), "supervised_all": head.get("supervised_all")},
         "methods": methods,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
