@@ -23,7 +23,7 @@ def _progress_bar(total: int, initial: int = 0):
 
     def update(p):
         bar.n = p["iteration"]
-        post = {k: f"{v:.3f}" for k, v in p["losses"].items() if k in ("total", "sup", "unsup", "fkd")}
+        post = {k: f"{v:.3f}" for k, v in p["losses"].items() if k in ("total", "sup", "unsup", "fkd", "refiner")}
         if p.get("validation"):
             post["val_dice"] = f"{p['validation']['mean_dice']:.3f}"
         bar.set_postfix(post, refresh=False)

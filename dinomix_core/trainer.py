@@ -199,7 +199,7 @@ def plot_curves(history: Sequence[Dict[str, Any]], path: Path) -> None:
         return
     its = [h["iteration"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for k in ("total", "sup", "unsup", "fkd"):
+    for k in ("total", "sup", "unsup", "fkd", "refiner"):  # total: the segmenter's; the refiner's is apart
         pts = [(i, h[k]) for i, h in zip(its, history) if h.get(k) is not None]
         if pts:
             axes[0].plot(*zip(*pts), label=k)
