@@ -20,8 +20,8 @@ from lib.configs import DinoMix
 from lib.datastore import DinoMixDatastore, DinoMixDICOMWebDatastore, image_path_allowed, is_image_path
 from lib.options import AppOptions
 from monailabel.config import settings
-from monailabel.interfaces.app import MONAILabelApp
 from monailabel.datastore.dicom import DICOMWebDatastore
+from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
