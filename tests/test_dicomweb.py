@@ -156,6 +156,18 @@ def test_a_refused_upload_is_a_502_and_the_label_stays_in_the_cache(client, pacs
     np.testing.assert_array_equal(np.asarray(nib.load(str(kept)).dataobj), truth)  # the submitted label, not lost
 
 
+def test_an_ohif_binary_mask_is_checked_and_uploaded(client, pacs, image, tmp_path):
+    """OHIF sends a raw uint8 mask on the image grid (``.bin``, Fortran order), read with MONAI Label's reader."""
+    standin, uids = pacs
+    truth = np.asarray(nib.load(str(LABEL_FILE)).dataobj).astype(np.uint8)
+    path = tmp_path / "label.bin"
+    path.write_bytes(truth.tobytes(order="F"))
+    before = len(standin.stored)
+    client.save_label(uids["series"], str(path), tag="final")
+    (seg,) = standin.stored[before:]
+    assert sorted(_segments(seg).values()) == sorted(ORGANS[i - 1] for i in present_ids(truth))
+
+
 def test_unknown_series_is_a_404(client, tmp_path, image):
     path = tmp_path / "label.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(path))

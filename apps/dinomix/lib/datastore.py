@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence
@@ -337,9 +338,12 @@ class DinoMixDICOMWebDatastore(_LabelChecks, DICOMWebDatastore):
         info = dict(label_info or {})
         image_uri = self.get_image_uri(image_id)  # the series, downloaded (and converted to NIfTI by default)
         with tempfile.TemporaryDirectory(prefix="dinomix-label-") as tmp:
-            reference = image_uri if os.path.isfile(image_uri) else dicom_to_nifti(image_uri)
+            # MONAI Label's converters write to their own temporary files: moved into ``tmp``, removed with it
+            reference = image_uri if os.path.isfile(image_uri) else shutil.move(
+                dicom_to_nifti(image_uri), os.path.join(tmp, "image.nii.gz"))
             if _volume_ext(label_filename) == ".bin":  # OHIF's raw mask on the image grid, MONAI Label's reader
-                label_filename = binary_to_image(reference, label_filename)
+                label_filename = shutil.move(binary_to_image(reference, label_filename),
+                                             os.path.join(tmp, "label_from_bin.nii.gz"))
             label_filename, voxels = self._checked_label(image_id, reference, label_filename, info, tmp)
             present = sorted(int(i) for i in np.unique(voxels) if i != 0)
             info["label_info"] = [{"name": self.organs[i - 1], "idx": i} for i in present]
