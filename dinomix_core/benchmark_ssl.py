@@ -27,6 +27,7 @@ Results: ``OUT/ssl_benchmark.json`` (+ ``.md``, a per-organ chart and validation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -56,7 +57,7 @@ NARROW, WIDE = NARROW_VARIATION, WIDE_VARIATION
 
 #: The semi-supervised recipe (docs/method.md, "Recipe"): every entry a DinoMixConfig field.
 RECIPE: Dict[str, Any] = dict(
-    consistency_weight=0.1, rampup_fraction=1.0, confidence_threshold=0.9, warmup_fraction=0.2,
+    consistency_weight=1.0, rampup_fraction=1.0, confidence_threshold=0.8, warmup_fraction=0.2,
     clean_labeled_loss=True, class_weighting="distdw", pic_shared_box=True, pic_box_fraction=(0.67, 0.67, 0.67),
 )
 _SUP = dict(use_pic=False, use_consistency=False, use_fkd=False)
@@ -201,24 +202,53 @@ def _pct(x: float) -> Optional[float]:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def method_config(method: str, scale: Scale, seed: int, teacher: str = "none") -> DinoMixConfig:
-    overrides, _ = METHODS[method]
-    return get_preset(
-        "cpu", seed=seed, max_iterations=scale.iterations, patch_size=scale.patch, target_spacing=scale.spacing,
+def parse_overrides(items: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """``["consistency_weight=1.0", "class_weighting=none"]`` -> DinoMixConfig overrides (``--set``).
+
+    A value is read as JSON where it parses (numbers, ``true``/``false``, ``[0.5, 0.5, 0.5]``), else as a string.
+
+    Raises:
+        ValueError: an item without ``=`` or a name that is not a DinoMixConfig field.
+    """
+    fields = {f.name for f in dataclasses.fields(DinoMixConfig)}
+    out: Dict[str, Any] = {}
+    for item in items or ():
+        name, sep, value = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}.")
+        if name not in fields:
+            raise ValueError(f"--set {name}: not a DinoMixConfig field; see `dinomix_core.config.DinoMixConfig`.")
+        try:
+            v = json.loads(value)
+        except ValueError:
+            v = value
+        out[name] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def method_config(method: str, scale: Scale, seed: int, teacher: str = "none",
+                  overrides: Optional[Dict[str, Any]] = None) -> DinoMixConfig:
+    """The configuration of one run: the ``cpu`` preset at ``scale``, the method's settings, then ``overrides``."""
+    fields: Dict[str, Any] = dict(
+        seed=seed, max_iterations=scale.iterations, patch_size=scale.patch, target_spacing=scale.spacing,
         teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1, val_interval=scale.val_interval,
         sw_roi_size=(0, 0, 0),  # windows of the training patch, as every recorded result of this benchmark
         aug_organ_prob=0.0,  # weak augmentation only (module docstring)
         refiner=False,  # the click refiner leaves the segmenter bit-identical (tests/test_interactive.py), at a cost
-        **overrides,
     )
+    fields.update(METHODS[method][0])
+    fields.update(overrides or {})
+    return get_preset("cpu", **fields)
 
 
 def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], scale: Scale, out: Path,
-               teacher: str = "none", device: Optional[str] = None) -> Dict[str, Any]:
+               teacher: str = "none", device: Optional[str] = None,
+               overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train one method with one seed (model selected on validation), score it on the test set."""
     from .trainer import DinoMixTrainer
 
-    cfg = method_config(method, scale, seed, teacher)
+    cfg = method_config(method, scale, seed, teacher, overrides)
     all_labeled = METHODS[method][1]
     labeled = data["labeled"] + (data["unlabeled"] if all_labeled else [])
     unlabeled = [] if all_labeled else [img for img, _ in data["unlabeled"]]
@@ -257,15 +287,27 @@ def aggregate(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
 
 def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods: Optional[Sequence[str]] = None,
                       scale: str = "default", teacher: str = "none", device: Optional[str] = None,
-                      existing: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Run (or continue) the benchmark; the results file is rewritten after every run."""
+                      existing: Optional[Dict[str, Any]] = None,
+                      overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Run (or continue) the benchmark; the results file is rewritten after every run.
+
+    Args:
+        overrides: DinoMixConfig fields set for every method of the run (``--set``), recorded in the results.
+            Runs kept from ``existing`` must have been made with the same overrides.
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}.")
     methods = list(methods or MAIN_METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
+    overrides = dict(overrides or {})
+    if existing and dict(existing.get("overrides") or {}) != _jsonable(overrides):
+        raise ValueError(f"the results being resumed were made with --set {existing.get('overrides') or {}}, this "
+                         f"run has {_jsonable(overrides)}; use another --output.")
     sc, out = SCALES[scale], Path(output_dir)
+    for m in methods:  # a bad value fails here, before any training
+        method_config(m, sc, seeds[0] if seeds else 0, teacher, overrides)
     data = write_dataset(out / "data", sc)
     runs = {m: list(r["runs"]) for m, r in (existing or {}).get("methods", {}).items()}
     for seed in seeds:
@@ -273,17 +315,22 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
             if any(r["seed"] == seed for r in runs.get(m, [])):
                 continue
             print(f"[ssl] {m} seed {seed}: {sc.iterations} iterations", file=sys.stderr, flush=True)
-            rec = run_method(m, seed, data, sc, out, teacher, device)
+            rec = run_method(m, seed, data, sc, out, teacher, device, overrides)
             runs.setdefault(m, []).append(rec)
             print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "
                   f"{rec['small_organ_dice']:.2f}, {rec['train_seconds']:.0f} s", file=sys.stderr, flush=True)
-            write_results(out, results_dict(runs, sc, scale, seeds, teacher))
-    results = results_dict(runs, sc, scale, seeds, teacher)
+            write_results(out, results_dict(runs, sc, scale, seeds, teacher, overrides))
+    results = results_dict(runs, sc, scale, seeds, teacher, overrides)
     write_results(out, results)
     return results
 
 
-def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str) -> Dict[str, Any]:
+def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str,
+                 overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     methods = aggregate(runs)
     head = {k: methods[k]["mean_dice"] for k in ("supervised", "supervised_all") if k in methods}
     return {
@@ -294,7 +341,7 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                                  "labeled_protocol": "narrow (portal phase, noise 10-20 HU)",
                                  "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)"},
         "iterations": sc.iterations, "patch_size": list(sc.patch), "val_interval": sc.val_interval,
-        "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()}, "teacher": teacher,
+        "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides or {}), "teacher": teacher,
         # every seed with a run in the file (a --resume run adds its seeds to the earlier ones)
         "seeds": sorted({int(r["seed"]) for rs in runs.values() for r in rs} | set(seeds)),
         "small_organs": [ORGANS[c - 1] for c in SMALL_ORGANS],
@@ -306,8 +353,8 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
 
 # ---------------------------------------------------------------------------------------------- real CT
 def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Sequence[int], iterations: int,
-                          methods: Sequence[str] = ("supervised", "dinomix"), device: Optional[str] = None
-                          ) -> Dict[str, Any]:
+                          methods: Sequence[str] = ("supervised", "dinomix"), device: Optional[str] = None,
+                          overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Labeled: the real CT of the sample studies; unlabeled: ``CT_DIR/ct.nii.gz`` with its labels held back;
     scored on those labels (mean Dice over the organs present). The app's ``cpu`` preset, same budget."""
     import nibabel as nib
@@ -325,11 +372,15 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
     ref = np.asarray(nib.load(str(ref_path)).dataobj)
     present = [c for c in range(1, len(ORGANS) + 1) if (ref == c).any()]
     res: Dict[str, Any] = {"labeled": [Path(i).name for i, _ in labeled], "unlabeled": ct.name,
-                           "organs_present": [ORGANS[c - 1] for c in present], "iterations": iterations}
+                           "organs_present": [ORGANS[c - 1] for c in present], "iterations": iterations,
+                           "overrides": _jsonable(overrides or {})}
     for m in methods:
         rows = []
         for seed in seeds:
-            cfg = get_preset("cpu", seed=seed, max_iterations=iterations, val_interval=0, **METHODS[m][0])
+            fields = dict(seed=seed, max_iterations=iterations, val_interval=0)
+            fields.update(METHODS[m][0])
+            fields.update(overrides or {})
+            cfg = get_preset("cpu", **fields)
             t0 = time.time()
             summary = run_training(cfg, labeled, [str(ct)], str(out / "real_runs" / f"{m}_seed{seed}"), device=device)
             pred, _ = Predictor(summary["checkpoint"], device="cpu").predict(str(ct))
@@ -344,15 +395,17 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
 
 # ---------------------------------------------------------------------------------------------- reports
 def markdown(results: Dict[str, Any]) -> str:
-    d = results["data"]
     if "data" not in results:  # only the real-CT check so far
         return "# Semi-supervised benchmark\n\n" + _real_markdown(results)
+    d = results["data"]
+    over = results.get("overrides") or {}
+    sets = "; `--set` " + ", ".join(f"{k}={json.dumps(v)}" for k, v in over.items()) if over else ""
     lines = [
         "# Semi-supervised benchmark (SYNTHETIC phantoms)", "",
         f"{d['labeled']} labeled ({d['labeled_protocol']}), {d['unlabeled']} unlabeled, {d['validation']} validation, "
         f"{d['test']} test volumes ({d['other_protocol']}), {tuple(d['shape'])} at {tuple(d['spacing_mm'])} mm; "
         f"{results['iterations']} iterations, model selected on validation; seeds {results['seeds']}; "
-        f"teacher `{results['teacher']}`. Dice in percent, mean +- std over seeds.", "",
+        f"teacher `{results['teacher']}`{sets}. Dice in percent, mean +- std over seeds.", "",
         "| method | mean Dice | small organs | " + " | ".join(ORGAN_ABBREVIATIONS) + " |",
         "|---|---|---|" + "---|" * len(ORGAN_ABBREVIATIONS),
     ]
@@ -414,6 +467,7 @@ def _plots(results: Dict[str, Any], out: Path) -> None:
 
 def ssl_main(args) -> int:
     out = Path(args.output or "benchmarks/results")
+    overrides = parse_overrides(getattr(args, "set", None))
     existing = None
     # the real-CT check is added to the results file in place; --resume keeps the finished phantom runs
     keep = getattr(args, "resume", False) or getattr(args, "real_ct_dir", None)
@@ -424,11 +478,11 @@ def ssl_main(args) -> int:
         res = dict(existing or {})
         res["real_transductive"] = run_real_transductive(
             args.real_ct_dir, args.studies or "sample_data/studies", out, args.seeds,
-            args.max_iterations or 300, device=args.device)
+            args.max_iterations or 300, device=args.device, overrides=overrides)
         write_results(out, res)
         print(json.dumps(res["real_transductive"], indent=2))
         return 0
     res = run_ssl_benchmark(str(out), seeds=args.seeds, methods=args.methods, scale=scale, teacher=args.teacher,
-                            device=args.device, existing=existing)
+                            device=args.device, existing=existing, overrides=overrides)
     print(markdown(res))
     return 0

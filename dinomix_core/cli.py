@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="ssl: tiny smoke-size run")
     b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 volumes, 6000 iterations)")
     b.add_argument("--resume", action="store_true", help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json")
+    b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="ssl: a DinoMixConfig field for every method of the run, e.g. --set confidence_threshold=0.8 "
+                        "(repeatable; values as JSON where they parse; recorded in the results)")
     b.add_argument("--real-ct-dir", default=None,
                    help="ssl: instead, the real-CT transductive check (a folder with ct.nii.gz and label.nii.gz), "
                         "added to OUTPUT/ssl_benchmark.json")

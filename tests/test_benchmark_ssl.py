@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dinomix_core.benchmark_ssl import dice_per_organ
+from dinomix_core.benchmark_ssl import SCALES, dice_per_organ, method_config, parse_overrides
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -18,6 +18,47 @@ from dinomix_core.benchmark_ssl import dice_per_organ
 def test_dice_per_organ(pred, ref, expected):
     got = dice_per_organ(np.array(pred), np.array(ref), num_classes=3)
     assert got == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.parametrize("items, expected", [
+    (["consistency_weight=1.0"], {"consistency_weight": 1.0}),
+    (["confidence_threshold=0.8", "use_pic=false"], {"confidence_threshold": 0.8, "use_pic": False}),
+    (["class_weighting=none"], {"class_weighting": "none"}),  # not JSON: kept as a string
+    (["pic_box_fraction=[0.5, 0.5, 0.5]"], {"pic_box_fraction": (0.5, 0.5, 0.5)}),
+    ([], {}),
+])
+def test_parse_overrides(items, expected):
+    assert parse_overrides(items) == expected
+
+
+@pytest.mark.parametrize("items, message", [
+    (["consistency_weight"], "expects FIELD=VALUE"),
+    (["=1"], "expects FIELD=VALUE"),
+    (["consistency_wieght=1"], "not a DinoMixConfig field"),
+])
+def test_parse_overrides_rejects(items, message):
+    with pytest.raises(ValueError, match=message):
+        parse_overrides(items)
+
+
+def test_overrides_come_last_in_a_method_config():
+    """``--set`` wins over the method's own settings and over the scale's budget."""
+    sc = SCALES["quick"]
+    assert method_config("dinomix", sc, 0).confidence_threshold == 0.8  # the recipe
+    cfg = method_config("dinomix", sc, 0, overrides={"confidence_threshold": 0.7, "max_iterations": 6})
+    assert (cfg.confidence_threshold, cfg.max_iterations, cfg.use_pic) == (0.7, 6, True)
+    assert method_config("supervised", sc, 0, overrides={"use_pic": True}).use_pic
+
+
+def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
+    from dinomix_core import cli
+
+    out = tmp_path / "out"
+    rc = cli.main(["benchmark", "ssl", "--quick", "--output", str(out), "--set", "nope=1"])
+    assert rc == 2 and "--set nope: not a DinoMixConfig field" in capsys.readouterr().err
+    rc = cli.main(["benchmark", "ssl", "--quick", "--output", str(out), "--set", "confidence_threshold=7"])
+    assert rc == 2 and "confidence_threshold" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
@@ -44,9 +85,27 @@ def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
     assert [c["iteration"] for c in curve] == [2, 4] and set(curve[0]["precision"]) == set(curve[0]["recall"])
     assert "SYNTHETIC" in (tmp_path / "ssl_benchmark.md").read_text()
     assert (tmp_path / "ssl_benchmark_per_organ.png").stat().st_size > 1000
-    # --resume keeps finished runs
+    assert saved["overrides"] == {} and saved["recipe"]["confidence_threshold"] == 0.8
+    # --resume keeps finished runs, and only those made with the same --set
     again = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved)
     assert again["methods"]["supervised"]["runs"] == saved["methods"]["supervised"]["runs"]
+    with pytest.raises(ValueError, match="made with --set"):
+        run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved,
+                          overrides={"confidence_threshold": 0.7})
+    assert json.loads((tmp_path / "ssl_benchmark.json").read_text()) == json.loads(json.dumps(again))
+
+
+def test_ssl_benchmark_records_its_overrides(tmp_path, one_thread):
+    import json
+
+    from dinomix_core.benchmark_ssl import run_ssl_benchmark
+
+    run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", device="cpu",
+                      overrides={"max_iterations": 2, "pic_box_fraction": (0.5, 0.5, 0.5)})
+    saved = json.loads((tmp_path / "ssl_benchmark.json").read_text())
+    assert saved["overrides"] == {"max_iterations": 2, "pic_box_fraction": [0.5, 0.5, 0.5]}
+    assert [p["iteration"] for p in saved["methods"]["supervised"]["runs"][0]["validation_curve"]] == [2]
+    assert "`--set` max_iterations=2, pic_box_fraction=[0.5, 0.5, 0.5]" in (tmp_path / "ssl_benchmark.md").read_text()
 
 
 def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
@@ -65,3 +124,16 @@ def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
     assert set(run["per_organ"]) == set(res["organs_present"]) and 0.0 <= run["mean_dice"] <= 100.0
     with pytest.raises(FileNotFoundError, match="no ct.nii.gz"):
         run_real_transductive(str(tmp_path), str(repo / "sample_data" / "studies"), tmp_path, [0], 1)
+
+
+def test_without_a_teacher_dinomix_without_pic_is_the_mean_teacher(tmp_path, one_thread):
+    """With teacher ``none`` the ``dinomix_no_pic`` ablation trains exactly as ``mean_teacher`` (FKD has nothing to
+    distil), so the benchmark's no-PIC row is the mean-teacher row."""
+    from dinomix_core import benchmark_ssl as b
+
+    sc = b.SCALES["quick"]
+    data = b.write_dataset(tmp_path / "data", sc)
+    mt = b.run_method("mean_teacher", 0, data, sc, tmp_path, device="cpu")
+    no_pic = b.run_method("dinomix_no_pic", 0, data, sc, tmp_path, device="cpu")
+    assert mt["per_organ"] == no_pic["per_organ"] and mt["validation_curve"] == no_pic["validation_curve"]
+    assert mt["pseudo_labels"] == no_pic["pseudo_labels"] != []
