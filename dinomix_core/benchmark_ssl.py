@@ -230,16 +230,19 @@ def parse_overrides(items: Optional[Sequence[str]]) -> Dict[str, Any]:
 def method_config(method: str, scale: Scale, seed: int, teacher: str = "none",
                   overrides: Optional[Dict[str, Any]] = None) -> DinoMixConfig:
     """The configuration of one run: the ``cpu`` preset at ``scale``, the method's settings, then ``overrides``."""
-    fields: Dict[str, Any] = dict(
-        seed=seed, max_iterations=scale.iterations, patch_size=scale.patch, target_spacing=scale.spacing,
-        teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1, val_interval=scale.val_interval,
+    return _preset(
+        method, overrides, seed=seed, max_iterations=scale.iterations, patch_size=scale.patch,
+        target_spacing=scale.spacing, teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1,
+        val_interval=scale.val_interval,
         sw_roi_size=(0, 0, 0),  # windows of the training patch, as every recorded result of this benchmark
         aug_organ_prob=0.0,  # weak augmentation only (module docstring)
         refiner=False,  # the click refiner leaves the segmenter bit-identical (tests/test_interactive.py), at a cost
     )
-    fields.update(METHODS[method][0])
-    fields.update(overrides or {})
-    return get_preset("cpu", **fields)
+
+
+def _preset(method: str, overrides: Optional[Dict[str, Any]], **run: Any) -> DinoMixConfig:
+    """The ``cpu`` preset with the run's fields, then the method's settings, then ``overrides`` (each wins)."""
+    return get_preset("cpu", **{**run, **METHODS[method][0], **(overrides or {})})
 
 
 def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], scale: Scale, out: Path,
@@ -377,10 +380,7 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
     for m in methods:
         rows = []
         for seed in seeds:
-            fields = dict(seed=seed, max_iterations=iterations, val_interval=0)
-            fields.update(METHODS[m][0])
-            fields.update(overrides or {})
-            cfg = get_preset("cpu", **fields)
+            cfg = _preset(m, overrides, seed=seed, max_iterations=iterations, val_interval=0)
             t0 = time.time()
             summary = run_training(cfg, labeled, [str(ct)], str(out / "real_runs" / f"{m}_seed{seed}"), device=device)
             pred, _ = Predictor(summary["checkpoint"], device="cpu").predict(str(ct))
