@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -305,9 +305,8 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}.")
     overrides = dict(overrides or {})
-    if existing and dict(existing.get("overrides") or {}) != _jsonable(overrides):
-        raise ValueError(f"the results being resumed were made with --set {existing.get('overrides') or {}}, this "
-                         f"run has {_jsonable(overrides)}; use another --output.")
+    if existing:
+        _check_resumable(existing, scale, teacher, overrides)
     sc, out = SCALES[scale], Path(output_dir)
     for m in methods:  # a bad value fails here, before any training
         method_config(m, sc, seeds[0] if seeds else 0, teacher, overrides)
@@ -326,6 +325,20 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     results = results_dict(runs, sc, scale, seeds, teacher, overrides)
     write_results(out, results)
     return results
+
+
+def _check_resumable(existing: Dict[str, Any], scale: str, teacher: str, overrides: Dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless the runs in ``existing`` were made with this run's scale, teacher, recipe and
+    overrides (runs made otherwise must not be averaged with new ones)."""
+    if "methods" not in existing:  # a file holding only the real-CT check: no phantom runs to keep
+        return
+    want = {"scale": scale, "teacher": teacher, "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides)}
+    have = {"scale": existing.get("scale"), "teacher": existing.get("teacher"), "recipe": existing.get("recipe"),
+            "overrides": dict(existing.get("overrides") or {})}
+    differ = [k for k in want if have[k] != want[k]]
+    if differ:
+        what = "; ".join(f"{k} {have[k]!r} there, {want[k]!r} now" for k in differ)
+        raise ValueError(f"the results being resumed were made differently ({what}); use another --output.")
 
 
 def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
@@ -357,9 +370,14 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
 # ---------------------------------------------------------------------------------------------- real CT
 def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Sequence[int], iterations: int,
                           methods: Sequence[str] = ("supervised", "dinomix"), device: Optional[str] = None,
-                          overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                          overrides: Optional[Dict[str, Any]] = None,
+                          on_update: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Labeled: the real CT of the sample studies; unlabeled: ``CT_DIR/ct.nii.gz`` with its labels held back;
-    scored on those labels (mean Dice over the organs present). The app's ``cpu`` preset, same budget."""
+    scored on those labels (mean Dice over the organs present). The app's ``cpu`` preset, same budget.
+
+    Args:
+        on_update: called with the results so far after every finished run (to save them as they come).
+    """
     import nibabel as nib
 
     from .inference import Predictor
@@ -376,9 +394,13 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
     present = [c for c in range(1, len(ORGANS) + 1) if (ref == c).any()]
     res: Dict[str, Any] = {"labeled": [Path(i).name for i, _ in labeled], "unlabeled": ct.name,
                            "organs_present": [ORGANS[c - 1] for c in present], "iterations": iterations,
-                           "overrides": _jsonable(overrides or {})}
+                           "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides or {})}
     for m in methods:
-        rows = []
+        if m not in METHODS or METHODS[m][1]:
+            raise ValueError(f"{m!r} is not a method for the real-CT check (its reference labels stay held back); "
+                             f"choose from {sorted(k for k, v in METHODS.items() if not v[1])}.")
+    for m in methods:
+        rows: List[Dict[str, Any]] = []
         for seed in seeds:
             cfg = _preset(m, overrides, seed=seed, max_iterations=iterations, val_interval=0)
             t0 = time.time()
@@ -389,7 +411,13 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
                          "per_organ": {ORGANS[c - 1]: round(100 * d[c - 1], 1) for c in present},
                          "train_seconds": round(time.time() - t0, 1)})
             print(f"[ssl real] {m} seed {seed}: mean Dice {rows[-1]['mean_dice']:.1f}", file=sys.stderr, flush=True)
-        res[m] = {"mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 2), "runs": rows}
+            res[m] = {"mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 2),
+                      "mean_dice_std": round(float(np.std([r["mean_dice"] for r in rows])), 2),
+                      "per_organ": {o: round(float(np.mean([r["per_organ"][o] for r in rows])), 1)
+                                    for o in res["organs_present"]},
+                      "runs": rows}
+            if on_update is not None:
+                on_update(res)
     return res
 
 
@@ -422,11 +450,16 @@ def _real_markdown(results: Dict[str, Any]) -> str:
     lines = ["", "## Real CT, transductive", "",
              f"Labeled: {', '.join(real['labeled'])}; unlabeled: the second real CT ({real['unlabeled']}), its labels "
              f"held back and used only to score; {real['iterations']} iterations, `cpu` preset. Mean Dice over the "
-             f"{len(real['organs_present'])} organs present.", "", "| method | mean Dice | seeds |", "|---|---|---|"]
-    for m in ("supervised", "dinomix"):
-        if m in real:
-            lines.append(f"| {m} | {real[m]['mean_dice']:.1f} | "
-                         + ", ".join(f"{r['seed']}: {r['mean_dice']:.1f}" for r in real[m]["runs"]) + " |")
+             f"{len(real['organs_present'])} organs present, mean +- std over seeds.", "",
+             "| method | mean Dice | per seed | " + " | ".join(real["organs_present"]) + " |",
+             "|---|---|---|" + "---|" * len(real["organs_present"])]
+    for m, r in real.items():
+        if isinstance(r, dict) and "runs" in r:
+            organs = r.get("per_organ", {})
+            lines.append(f"| {m} | {r['mean_dice']:.1f} +- {r.get('mean_dice_std', 0.0):.1f} | "
+                         + ", ".join(f"{x['seed']}: {x['mean_dice']:.1f}" for x in r["runs"]) + " | "
+                         + " | ".join(f"{organs[o]:.1f}" if o in organs else "" for o in real["organs_present"])
+                         + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -476,10 +509,15 @@ def ssl_main(args) -> int:
     scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else "default")
     if getattr(args, "real_ct_dir", None):
         res = dict(existing or {})
-        res["real_transductive"] = run_real_transductive(
+
+        def save(real: Dict[str, Any]) -> None:
+            res["real_transductive"] = real
+            write_results(out, res)
+
+        save(run_real_transductive(
             args.real_ct_dir, args.studies or "sample_data/studies", out, args.seeds,
-            args.max_iterations or 300, device=args.device, overrides=overrides)
-        write_results(out, res)
+            args.max_iterations or 300, methods=args.methods or ("supervised", "dinomix"), device=args.device,
+            overrides=overrides, on_update=save))
         print(json.dumps(res["real_transductive"], indent=2))
         return 0
     res = run_ssl_benchmark(str(out), seeds=args.seeds, methods=args.methods, scale=scale, teacher=args.teacher,

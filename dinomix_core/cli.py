@@ -226,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "dinomix_no_augment, supervised_no_augment)")
     b.add_argument("--quick", action="store_true", help="ssl: tiny smoke-size run")
     b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 volumes, 6000 iterations)")
-    b.add_argument("--resume", action="store_true", help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json")
+    b.add_argument("--resume", action="store_true",
+                   help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json (refused unless made with the same "
+                        "scale, teacher, recipe and --set)")
     b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="ssl: a DinoMixConfig field for every method of the run, e.g. --set confidence_threshold=0.8 "
                         "(repeatable; values as JSON where they parse; recorded in the results)")

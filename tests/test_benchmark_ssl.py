@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dinomix_core.benchmark_ssl import SCALES, dice_per_organ, method_config, parse_overrides
+from dinomix_core.benchmark_ssl import RECIPE, SCALES, _check_resumable, dice_per_organ, method_config, parse_overrides
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -61,6 +61,27 @@ def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+_MADE = {"methods": {}, "scale": "default", "teacher": "none", "recipe": {k: list(v) if isinstance(v, tuple) else v
+                                                                          for k, v in RECIPE.items()}, "overrides": {}}
+
+
+@pytest.mark.parametrize("changed, differs", [
+    ({}, None),
+    ({"scale": "quick"}, "scale"),
+    ({"teacher": "dinov3"}, "teacher"),
+    ({"recipe": dict(_MADE["recipe"], confidence_threshold=0.9)}, "recipe"),
+    ({"overrides": {"warmup_fraction": 0.0}}, "overrides"),
+    ({"methods": None, "scale": "quick"}, None),  # only a real-CT check in the file: nothing to average with
+])
+def test_resume_refuses_runs_made_differently(changed, differs):
+    existing = {k: v for k, v in {**_MADE, **changed}.items() if v is not None}
+    if differs is None:
+        _check_resumable(existing, "default", "none", {})
+    else:
+        with pytest.raises(ValueError, match=f"made differently \\({differs} "):
+            _check_resumable(existing, "default", "none", {})
+
+
 def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
     """``dinomix benchmark ssl --quick`` end to end on tiny SYNTHETIC data: real training, selection, scoring."""
     import json
@@ -86,10 +107,10 @@ def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
     assert "SYNTHETIC" in (tmp_path / "ssl_benchmark.md").read_text()
     assert (tmp_path / "ssl_benchmark_per_organ.png").stat().st_size > 1000
     assert saved["overrides"] == {} and saved["recipe"]["confidence_threshold"] == 0.8
-    # --resume keeps finished runs, and only those made with the same --set
+    # --resume keeps finished runs, and only those made the same way (here: another --set)
     again = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved)
     assert again["methods"]["supervised"]["runs"] == saved["methods"]["supervised"]["runs"]
-    with pytest.raises(ValueError, match="made with --set"):
+    with pytest.raises(ValueError, match=r"made differently \(overrides "):
         run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved,
                           overrides={"confidence_threshold": 0.7})
     assert json.loads((tmp_path / "ssl_benchmark.json").read_text()) == json.loads(json.dumps(again))
@@ -112,18 +133,26 @@ def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
     """The transductive real-CT check with 1 iteration: the second real CT is unlabeled, its labels only score."""
     from pathlib import Path
 
-    from dinomix_core.benchmark_ssl import run_real_transductive
+    from dinomix_core.benchmark_ssl import _real_markdown, run_real_transductive
 
     repo = Path(__file__).resolve().parents[1]
     ts = repo.parent / "shared" / "data" / "real_ct" / "ts_example"
+    updates = []
     res = run_real_transductive(str(ts), str(repo / "sample_data" / "studies"), tmp_path, seeds=[0], iterations=1,
-                                methods=["supervised"], device="cpu")
+                                methods=["supervised"], device="cpu", on_update=lambda r: updates.append(dict(r)))
+    assert len(updates) == 1 and updates[0]["supervised"]["runs"] == res["supervised"]["runs"]
     assert res["labeled"] == ["real_ct_001.nii.gz"] and res["unlabeled"] == "ct.nii.gz"
     assert len(res["organs_present"]) == 12 and "esophagus" not in res["organs_present"]
     run = res["supervised"]["runs"][0]
     assert set(run["per_organ"]) == set(res["organs_present"]) and 0.0 <= run["mean_dice"] <= 100.0
+    assert set(res["supervised"]["per_organ"]) == set(res["organs_present"])
+    assert "| supervised | " in _real_markdown({"real_transductive": res})
     with pytest.raises(FileNotFoundError, match="no ct.nii.gz"):
         run_real_transductive(str(tmp_path), str(repo / "sample_data" / "studies"), tmp_path, [0], 1)
+    for bad in ("supervised_all", "nope"):  # refused before any training
+        with pytest.raises(ValueError, match="not a method for the real-CT check"):
+            run_real_transductive(str(ts), str(repo / "sample_data" / "studies"), tmp_path / "x", [0], 1, [bad])
+    assert not (tmp_path / "x").exists()
 
 
 def test_without_a_teacher_dinomix_without_pic_is_the_mean_teacher(tmp_path, one_thread):
