@@ -411,14 +411,19 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
                          "per_organ": {ORGANS[c - 1]: round(100 * d[c - 1], 1) for c in present},
                          "train_seconds": round(time.time() - t0, 1)})
             print(f"[ssl real] {m} seed {seed}: mean Dice {rows[-1]['mean_dice']:.1f}", file=sys.stderr, flush=True)
-            res[m] = {"mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 2),
-                      "mean_dice_std": round(float(np.std([r["mean_dice"] for r in rows])), 2),
-                      "per_organ": {o: round(float(np.mean([r["per_organ"][o] for r in rows])), 1)
-                                    for o in res["organs_present"]},
-                      "runs": rows}
+            res[m] = real_summary(rows)
             if on_update is not None:
                 on_update(res)
     return res
+
+
+def real_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One method's real-CT runs (one per seed): mean and std of the mean Dice, per-organ means, the runs."""
+    organs = list(rows[0]["per_organ"])
+    return {"mean_dice": round(float(np.mean([r["mean_dice"] for r in rows])), 2),
+            "mean_dice_std": round(float(np.std([r["mean_dice"] for r in rows])), 2),
+            "per_organ": {o: round(float(np.mean([r["per_organ"][o] for r in rows])), 1) for o in organs},
+            "runs": list(rows)}
 
 
 # ---------------------------------------------------------------------------------------------- reports

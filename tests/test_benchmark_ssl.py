@@ -166,3 +166,12 @@ def test_without_a_teacher_dinomix_without_pic_is_the_mean_teacher(tmp_path, one
     no_pic = b.run_method("dinomix_no_pic", 0, data, sc, tmp_path, device="cpu")
     assert mt["per_organ"] == no_pic["per_organ"] and mt["validation_curve"] == no_pic["validation_curve"]
     assert mt["pseudo_labels"] == no_pic["pseudo_labels"] != []
+
+
+def test_real_summary_averages_over_seeds():
+    from dinomix_core.benchmark_ssl import real_summary
+
+    rows = [{"seed": 0, "mean_dice": 25.0, "per_organ": {"liver": 50.0, "spleen": 0.0}},
+            {"seed": 1, "mean_dice": 40.0, "per_organ": {"liver": 70.0, "spleen": 10.0}}]
+    assert real_summary(rows) == {"mean_dice": 32.5, "mean_dice_std": 7.5, "per_organ": {"liver": 60.0, "spleen": 5.0},
+                                  "runs": rows}
