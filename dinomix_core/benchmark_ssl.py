@@ -380,7 +380,6 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
     """
     import nibabel as nib
 
-    from .inference import Predictor
     from .studies import list_studies
     from .trainer import run_training
 
@@ -405,16 +404,25 @@ def run_real_transductive(ct_dir: str, studies_dir: str, out: Path, seeds: Seque
             cfg = _preset(m, overrides, seed=seed, max_iterations=iterations, val_interval=0)
             t0 = time.time()
             summary = run_training(cfg, labeled, [str(ct)], str(out / "real_runs" / f"{m}_seed{seed}"), device=device)
-            pred, _ = Predictor(summary["checkpoint"], device="cpu").predict(str(ct))
-            d = dice_per_organ(pred, ref)
-            rows.append({"seed": seed, "mean_dice": round(100 * float(np.mean([d[c - 1] for c in present])), 2),
-                         "per_organ": {ORGANS[c - 1]: round(100 * d[c - 1], 1) for c in present},
+            rows.append({"seed": seed, **score_real_ct(summary["checkpoint"], str(ct), ref),
                          "train_seconds": round(time.time() - t0, 1)})
             print(f"[ssl real] {m} seed {seed}: mean Dice {rows[-1]['mean_dice']:.1f}", file=sys.stderr, flush=True)
             res[m] = real_summary(rows)
             if on_update is not None:
                 on_update(res)
     return res
+
+
+def score_real_ct(model_path: str, ct: str, ref: np.ndarray) -> Dict[str, Any]:
+    """Dice in percent of the model's segmentation of ``ct`` against ``ref``: per organ and mean over the organs
+    present in ``ref``."""
+    from .inference import Predictor
+
+    present = [c for c in range(1, len(ORGANS) + 1) if (ref == c).any()]
+    pred, _ = Predictor(model_path, device="cpu").predict(ct)
+    d = dice_per_organ(pred, ref)
+    return {"mean_dice": round(100 * float(np.mean([d[c - 1] for c in present])), 2),
+            "per_organ": {ORGANS[c - 1]: round(100 * d[c - 1], 1) for c in present}}
 
 
 def real_summary(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
