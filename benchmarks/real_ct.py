@@ -40,7 +40,7 @@ from dinomix_core.inference import Predictor  # noqa: E402
 from dinomix_core.phantoms import generate_phantom  # noqa: E402
 from dinomix_core.artifacts import atomic_write  # noqa: E402
 from dinomix_core.service import TrainingJob, TrainRequest  # noqa: E402
-from dinomix_core.starter import STARTER_ITERATIONS, train_starter  # noqa: E402
+from dinomix_core.starter import STARTER_ITERATIONS, STARTER_PHANTOM_SHARE, STARTER_PHANTOMS, train_starter  # noqa: E402
 from dinomix_core.studies import prepare_studies  # noqa: E402
 
 SHIPPED = REPO / "apps" / "dinomix" / "model" / "pretrained_dinomix.pt"
@@ -157,6 +157,10 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--starter-iterations", type=int, default=STARTER_ITERATIONS)
     p.add_argument("--retrain-iterations", type=int, default=None,
                    help="override the app's default Retrain length (smoke tests only; results then say so)")
+    p.add_argument("--phantoms", type=int, default=STARTER_PHANTOMS,
+                   help="labeled SYNTHETIC phantoms the starter generates beside the sample studies")
+    p.add_argument("--phantom-share", type=float, default=STARTER_PHANTOM_SHARE,
+                   help="share of labeled patches drawn from those phantoms (0: every volume equally often)")
     p.add_argument("--shipped", action="store_true", help="seed 0: score the shipped starter instead of training it")
     p.add_argument("--no-retrain", action="store_true", help="score starters only")
     p.add_argument("--threads", type=int, default=2)
@@ -180,6 +184,8 @@ def main(argv: Optional[list] = None) -> int:
         "data": "ts_example: real abdominal CT 122x101x112 at 3 mm, labels TotalSegmentator output",
         "trained_on": "sample_data/studies only (1 real CT + SYNTHETIC phantoms)",
         "starter_iterations": args.starter_iterations,
+        "starter_phantoms": args.phantoms,
+        "starter_phantom_share": args.phantom_share if args.phantoms else None,
         "retrain_options": TrainRequest.from_request(
             {} if args.retrain_iterations is None else {"max_iterations": args.retrain_iterations}).to_dict(),
         "targets": TARGETS,
@@ -200,7 +206,8 @@ def main(argv: Optional[list] = None) -> int:
                 t0 = time.time()
                 starter = work / "starter.pt"
                 train_starter(str(REPO / "sample_data" / "studies"), str(starter), seed=seed,
-                              iterations=args.starter_iterations, device="cpu")
+                              iterations=args.starter_iterations, phantoms=args.phantoms,
+                              phantom_share=args.phantom_share or None, device="cpu")
                 run["starter_source"], run["starter_train_seconds"] = "trained", round(time.time() - t0, 1)
             run["starter"] = score(starter, ct, ref, spacing)
             print(f"seed {seed} starter: {json.dumps(run['starter']['dice'])} mean {run['starter']['mean_dice']}",

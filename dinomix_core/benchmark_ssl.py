@@ -316,7 +316,8 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
         for m in methods:
             if any(r["seed"] == seed for r in runs.get(m, [])):
                 continue
-            print(f"[ssl] {m} seed {seed}: {sc.iterations} iterations", file=sys.stderr, flush=True)
+            iterations = method_config(m, sc, seed, teacher, overrides).max_iterations  # --set may change it
+            print(f"[ssl] {m} seed {seed}: {iterations} iterations", file=sys.stderr, flush=True)
             rec = run_method(m, seed, data, sc, out, teacher, device, overrides)
             runs.setdefault(m, []).append(rec)
             print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "

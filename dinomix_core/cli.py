@@ -81,7 +81,7 @@ def cmd_train_starter(args: argparse.Namespace) -> int:
 
     summary = train_starter(
         args.studies, args.output, seed=args.seed, iterations=args.iterations, phantoms=args.phantoms,
-        work_dir=args.work_dir,
+        phantom_share=args.phantom_share or None, work_dir=args.work_dir,
         device=args.device, progress=_progress_bar(args.iterations),
     )
     print(json.dumps({k: summary[k] for k in ("model", "iterations", "seconds")}, indent=2))
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-consistency", action="store_true")
     t.set_defaults(func=cmd_train)
 
-    from .starter import STARTER_ITERATIONS, STARTER_PHANTOMS
+    from .starter import STARTER_ITERATIONS, STARTER_PHANTOM_SHARE, STARTER_PHANTOMS
 
     st = sub.add_parser("train-starter", help="train the starter model the app serves before its first Retrain")
     st.add_argument("--studies", default="sample_data/studies", help="studies folder (default: sample_data/studies)")
@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--phantoms", type=int, default=STARTER_PHANTOMS,
                     help="labeled SYNTHETIC phantoms generated beside the studies (default: %(default)s)")
+    st.add_argument("--phantom-share", type=float, default=STARTER_PHANTOM_SHARE,
+                    help="share of labeled patches drawn from those phantoms together; 0 draws every labeled "
+                         "volume equally often (default: %(default)s)")
     st.add_argument("--work-dir", default=None, help="training folder (default: beside OUTPUT, starter_run/)")
     st.add_argument("--device", default=None)
     st.set_defaults(func=cmd_train_starter)

@@ -10,7 +10,9 @@ CT and the labeled SYNTHETIC phantoms). ``--phantoms N`` adds N labeled SYNTHETI
 (:func:`starter_phantoms`): every contrast phase, noise level and kernel, varied anatomy, and a field of view that
 reaches far below the kidneys, which no sample volume shows [ours]. Measured on the real ts_example CT, 4 of them
 lifted the liver from 54 to 81 Dice but lost the right kidney and the aorta, 19.6 mean against 21.5; the
-shipped starter therefore has none (benchmarks/results/2026-12-02-starter-fov-phantoms.md). Supervised-only because the sample studies' unlabeled volumes are
+shipped starter therefore has none (benchmarks/results/2026-12-02-starter-fov-phantoms.md). ``--phantom-share``
+draws those phantoms together a fixed share of the time (:data:`STARTER_PHANTOM_SHARE`), the studies' labeled
+volumes sharing the rest, so that they do not dilute the one real CT. Supervised-only because the sample studies' unlabeled volumes are
 SYNTHETIC phantoms, which carry no information about real CT, and a supervised step is cheaper [ours]; the app's
 Retrain then runs DINO-Mix over the team's own unlabeled CTs. The model file carries its
 configuration and training history like every published model; the app serves it as ``pretrained_dinomix.pt``
@@ -25,11 +27,12 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .config import DinoMixConfig, get_preset
+from .data import case_id_from_path
 from .artifacts import atomic_copy
 from .phantoms import WIDE_VARIATION, write_phantom_nifti
 from .studies import list_studies
 
-__all__ = ["STARTER_ITERATIONS", "STARTER_PHANTOMS", "starter_config", "starter_phantoms", "train_starter"]
+__all__ = ["STARTER_ITERATIONS", "STARTER_PHANTOM_SHARE", "STARTER_PHANTOMS", "starter_config", "starter_phantoms", "train_starter"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,9 @@ STARTER_ITERATIONS = 1000
 STARTER_PHANTOMS = 0
 #: their grid, (x, y, z) voxels of (3, 3, 4) mm: 320 mm cranio-caudally, the sample phantoms' 192 mm plus 128 mm
 STARTER_PHANTOM_SHAPE = (96, 96, 80)
+#: the share of labeled patches drawn from the generated phantoms together (the studies' volumes share the rest
+#: equally), so that they add the lower abdomen without diluting the one real CT's appearance [ours]
+STARTER_PHANTOM_SHARE = 0.25
 #: their seeds start here (the sample studies' phantoms and the benchmarks' use others)
 STARTER_PHANTOM_SEED = 20_000
 
@@ -75,6 +81,7 @@ def train_starter(
     seed: int = 0,
     iterations: int = STARTER_ITERATIONS,
     phantoms: int = STARTER_PHANTOMS,
+    phantom_share: Optional[float] = STARTER_PHANTOM_SHARE,
     work_dir: Optional[str] = None,
     device: Optional[str] = None,
     progress: Optional[Callable[[Dict[str, Any]], None]] = None,
@@ -88,6 +95,8 @@ def train_starter(
         seed: the recipe's seed (the shipped starter uses 0).
         iterations: training iterations.
         phantoms: labeled SYNTHETIC phantoms to generate and train on beside the studies (:func:`starter_phantoms`).
+        phantom_share: the share of labeled patches drawn from those phantoms together, the studies' labeled
+            volumes sharing the rest equally; None draws every labeled volume equally often.
         work_dir: training folder (checkpoint, logs, curves); default ``OUTPUT``'s folder + ``/starter_run``.
         device: "cpu", "cuda", ... (default: CUDA when available).
         progress: called after every iteration (see :class:`~dinomix_core.trainer.DinoMixTrainer`).
@@ -97,16 +106,24 @@ def train_starter(
     """
     from .trainer import run_training
 
+    if phantom_share is not None and not 0.0 < phantom_share < 1.0:
+        raise ValueError(f"phantom_share must be in (0, 1) or None, got {phantom_share}.")
     labeled, unlabeled = list_studies(studies)
     if not labeled:
         raise ValueError(f"{studies} has no labeled study (labels/final): the starter needs at least one.")
     out = Path(output)
     work = Path(work_dir) if work_dir else out.parent / "starter_run"
     config = starter_config(seed, iterations)
-    labeled = list(labeled) + starter_phantoms(str(work / "phantoms"), phantoms)
-    logger.info("starter: %d labeled (%d generated phantoms), %d unlabeled volumes, %d iterations, seed %d",
-                len(labeled), phantoms, len(unlabeled), iterations, seed)
-    summary = run_training(config, labeled, unlabeled, str(work), progress=progress, device=device)
+    generated = starter_phantoms(str(work / "phantoms"), phantoms)
+    weights = None
+    if generated and phantom_share is not None:
+        weights = {case_id_from_path(i): (1.0 - phantom_share) / len(labeled) for i, _ in labeled}
+        weights.update({case_id_from_path(i): phantom_share / len(generated) for i, _ in generated})
+    labeled = list(labeled) + generated
+    logger.info("starter: %d labeled (%d generated phantoms, share %s), %d unlabeled volumes, %d iterations, seed %d",
+                len(labeled), phantoms, phantom_share if weights else "uniform", len(unlabeled), iterations, seed)
+    summary = run_training(config, labeled, unlabeled, str(work), progress=progress, device=device,
+                           labeled_weights=weights)
     atomic_copy(Path(summary["checkpoint"]), out)
     summary["model"] = str(out)
     return summary

@@ -35,7 +35,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -231,6 +231,8 @@ class DinoMixTrainer:
         teacher_model: an already built :class:`~dinomix_core.teacher.DinoV3Teacher` (else built from config).
         should_stop: polled every iteration; when it returns True training ends early and saves.
         callbacks: more :class:`TrainingCallback` objects (after the built-in :class:`LogCallback`).
+        labeled_weights: sampling weight of labeled cases by case id (the others weigh 1): a labeled patch comes
+            from a case with probability weight / sum of weights. Default: every labeled case equally often.
     """
 
     def __init__(
@@ -248,6 +250,7 @@ class DinoMixTrainer:
         teacher_model: Any = None,
         should_stop: Optional[Callable[[], bool]] = None,
         callbacks: Sequence[TrainingCallback] = (),
+        labeled_weights: Optional[Mapping[str, float]] = None,
     ) -> None:
         self.config = config
         self.output_dir = Path(output_dir)
@@ -261,6 +264,7 @@ class DinoMixTrainer:
         # the click refiner's simulated clicks draw from their own stream: the segmenter's is the same with or without it
         self.click_rng = np.random.default_rng(config.seed * 1000 + self.rank + 7)
         self.load_data(labeled, unlabeled, validation)
+        self.labeled_probs = self._labeled_probs(labeled_weights)
         self.teacher = self.build_teacher(teacher_model)
         self.stride = self.teacher.feature_stride if self.teacher is not None else 1
         self.cache = TeacherFeatureCache(self.teacher) if (self.teacher is not None and config.teacher_cache) else None
@@ -323,6 +327,19 @@ class DinoMixTrainer:
         self.warmup_iterations = int(round(cfg.warmup_fraction * cfg.max_iterations)) if self.semi_supervised else 0
         if (cfg.use_consistency or cfg.use_pic) and not self.unlabeled:
             logger.warning("no unlabeled volumes: training supervised only (consistency and PIC need unlabeled data)")
+
+    def _labeled_probs(self, weights: Optional[Mapping[str, float]]) -> Optional[torch.Tensor]:
+        """Each labeled volume's sampling probability from ``labeled_weights``; None for uniform sampling."""
+        if not weights:
+            return None
+        ids = [v.case_id for v in self.labeled]
+        unknown = sorted(set(weights) - set(ids))
+        if unknown:
+            raise ValueError(f"labeled_weights names cases that are not labeled training volumes: {unknown}.")
+        w = torch.tensor([float(weights.get(i, 1.0)) for i in ids], dtype=torch.float64)
+        if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"labeled_weights must be finite and >= 0 with a positive sum, got {dict(weights)}.")
+        return w / w.sum()
 
     def build_teacher(self, teacher_model: Any = None) -> Any:
         """The frozen DINOv3 teacher of FKD, or None (FKD off or no teacher configured)."""
@@ -448,8 +465,12 @@ class DinoMixTrainer:
         """``n`` random patches (organ-centred and class-balanced for labeled ones), augmented."""
         cfg = self.config
         images, labels, feats, weak = [], [], [], []
+        probs = self.labeled_probs if volumes is self.labeled else None
         for _ in range(n):
-            v = volumes[int(torch.randint(len(volumes), (), generator=self.gen))]
+            if probs is None:
+                v = volumes[int(torch.randint(len(volumes), (), generator=self.gen))]
+            else:
+                v = volumes[int(torch.multinomial(probs, 1, generator=self.gen))]
             start = random_patch_start(
                 v.shape, cfg.patch_size, self.gen, align=(self.stride, self.stride, 1),
                 label=v.label if labeled else None, foreground_prob=cfg.crop_foreground_prob if labeled else 0.0,
@@ -676,6 +697,8 @@ class DinoMixTrainer:
                                    "checkpoint": str(self.output_dir / "model.pt"), "skipped": self.skipped,
                                    "labeled": len(self.labeled), "unlabeled": len(self.unlabeled),
                                    "validation": len(self.validation), "best_metric": None, "per_organ_dice": None}
+        if self.labeled_probs is not None:
+            summary["labeled_shares"] = {v.case_id: round(float(p), 4) for v, p in zip(self.labeled, self.labeled_probs)}
         if self.rank != 0:
             return summary
         best = self.best_model or self.model_file(it, last_val)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import os
 from pathlib import Path
@@ -98,12 +100,26 @@ def test_train_starter_command_writes_a_model_file(phantoms, tmp_path, monkeypat
         (final / name).write_bytes((studies / "labels" / name).read_bytes())
     out = tmp_path / "pretrained_dinomix.pt"
     rc = cli.main(["train-starter", "--studies", str(studies), "--output", str(out), "--iterations", "2",
-                   "--phantoms", "1", "--work-dir", str(tmp_path / "run"), "--device", "cpu"])
+                   "--phantoms", "1", "--phantom-share", "0.4", "--work-dir", str(tmp_path / "run"),
+                   "--device", "cpu"])
     assert rc == 0 and out.is_file()
+    # the generated phantom is drawn 40 % of the time, the two studies 30 % each
+    shares = json.loads((tmp_path / "run" / "summary.json").read_text())["labeled_shares"]
+    assert shares == {"case0": 0.3, "case1": 0.3, "starter_phantom_001": 0.4}
     ckpt = torch.load(out, map_location="cpu", weights_only=False)
     assert ckpt["iteration"] == 2
     assert sorted(ckpt["trained_on"]["labeled"]) == ["case0", "case1", "starter_phantom_001"]
     assert ckpt["trained_on"]["unlabeled"] == ["case2"]
+
+
+@pytest.mark.parametrize("share", [-0.5, 0.0, 1.0])
+def test_train_starter_phantom_share_outside_0_1_is_a_value_error(phantoms, tmp_path, share):
+    import dinomix_core.starter as starter
+
+    with pytest.raises(ValueError, match="phantom_share"):
+        starter.train_starter(str(phantoms["dir"]), str(tmp_path / "o.pt"), phantoms=1, phantom_share=share,
+                              work_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "o.pt").exists()
 
 
 def test_train_starter_without_labels_is_a_clear_error(tmp_path, capsys):

@@ -318,6 +318,47 @@ def test_student_batch_of_each_variant(phantoms, tmp_path, switches, batches, se
     assert seen == [student_batch]
 
 
+def _case(path) -> str:
+    from dinomix_core.data import case_id_from_path
+
+    return case_id_from_path(str(path))
+
+
+@pytest.mark.parametrize("weights, shares", [({0: 3.0}, [0.75, 0.25]), ({1: 0.0}, [1.0, 0.0])])
+def test_labeled_weights_set_where_labeled_patches_come_from(phantoms, tmp_path, monkeypatch, weights, shares):
+    import dinomix_core.trainer as trainer_module
+
+    ids = [_case(i) for i, _ in phantoms["labeled"]]
+    trainer = DinoMixTrainer(tiny_config(max_iterations=1, use_pic=False, use_consistency=False),
+                             phantoms["labeled"], [], str(tmp_path / "w"), device="cpu",
+                             labeled_weights={ids[k]: w for k, w in weights.items()})
+    assert trainer.labeled_probs.tolist() == pytest.approx(shares)
+    by_image, drawn, crop = {id(v.image): v.case_id for v in trainer.labeled}, [], trainer_module.crop
+    monkeypatch.setattr(trainer_module, "crop",
+                        lambda t, start, size: (drawn.append(by_image.get(id(t))), crop(t, start, size))[1])
+    trainer.sample(trainer.labeled, 400, labeled=True)
+    drawn = [d for d in drawn if d is not None]
+    assert len(drawn) == 400
+    assert drawn.count(ids[0]) / 400 == pytest.approx(shares[0], abs=0.06)
+    assert trainer.fit()["labeled_shares"] == {i: pytest.approx(p) for i, p in zip(ids, shares)}
+
+
+@pytest.mark.parametrize("weights, match", [
+    ({"no_such_case": 1.0}, "not labeled training volumes"),
+    ("negative", "finite and >= 0"),
+    ("all_zero", "positive sum"),
+])
+def test_bad_labeled_weights_are_a_value_error(phantoms, tmp_path, weights, match):
+    ids = [_case(i) for i, _ in phantoms["labeled"]]
+    if weights == "negative":
+        weights = {ids[0]: -1.0}
+    elif weights == "all_zero":
+        weights = {i: 0.0 for i in ids}
+    with pytest.raises(ValueError, match=match):
+        DinoMixTrainer(tiny_config(max_iterations=1), phantoms["labeled"], [], str(tmp_path / "w"), device="cpu",
+                       labeled_weights=weights)
+
+
 def test_same_seed_same_first_iteration_loss(phantoms, tmp_path):
     def first_loss(seed: int, name: str) -> dict:
         rec = []
