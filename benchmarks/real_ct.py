@@ -38,7 +38,7 @@ from dinomix_core.data import case_id_from_path  # noqa: E402
 from dinomix_core.evaluation import evaluate_case  # noqa: E402
 from dinomix_core.inference import Predictor  # noqa: E402
 from dinomix_core.phantoms import generate_phantom  # noqa: E402
-from dinomix_core.artifacts import atomic_write  # noqa: E402
+from dinomix_core.artifacts import atomic_copy, atomic_write  # noqa: E402
 from dinomix_core.service import TrainingJob, TrainRequest  # noqa: E402
 from dinomix_core.starter import STARTER_ITERATIONS, STARTER_PHANTOM_SHARE, STARTER_PHANTOMS, train_starter  # noqa: E402
 from dinomix_core.studies import prepare_studies  # noqa: E402
@@ -164,6 +164,8 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--shipped", action="store_true", help="seed 0: score the shipped starter instead of training it")
     p.add_argument("--no-retrain", action="store_true", help="score starters only")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--keep-models", default=None, metavar="DIR",
+                   help="copy each trained starter (and retrained model) to DIR/seed<N>_<which>.pt")
     p.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "real_ct.json"))
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="combine the runs of several result files (e.g. one process per seed) into --output")
@@ -195,6 +197,10 @@ def main(argv: Optional[list] = None) -> int:
     save = lambda: (results.update(summary=summary(results)),  # noqa: E731
                     atomic_write(out, json.dumps(results, indent=2)),
                     atomic_write(out.with_suffix(".md"), markdown(results)))
+    def keep(model: Path, seed: int, which: str) -> None:
+        if args.keep_models and model != SHIPPED:
+            atomic_copy(model, Path(args.keep_models) / f"seed{seed}_{which}.pt")
+
     with tempfile.TemporaryDirectory(prefix="dinomix_real_ct_") as tmp:
         for seed in args.seeds:
             run: Dict[str, Any] = {}
@@ -209,6 +215,7 @@ def main(argv: Optional[list] = None) -> int:
                               iterations=args.starter_iterations, phantoms=args.phantoms,
                               phantom_share=args.phantom_share or None, device="cpu")
                 run["starter_source"], run["starter_train_seconds"] = "trained", round(time.time() - t0, 1)
+            keep(starter, seed, "starter")
             run["starter"] = score(starter, ct, ref, spacing)
             print(f"seed {seed} starter: {json.dumps(run['starter']['dice'])} mean {run['starter']['mean_dice']}",
                   flush=True)
@@ -216,6 +223,7 @@ def main(argv: Optional[list] = None) -> int:
             if args.no_retrain:
                 continue
             rt = default_retrain(starter, work / "retrain", args.retrain_iterations)
+            keep(Path(rt["model"]), seed, "retrained")
             run["retrained"] = score(rt.pop("model"), ct, ref, spacing)
             run["retrained"].update(rt)
             print(f"seed {seed} retrained: {json.dumps(run['retrained']['dice'])} mean "

@@ -1,6 +1,7 @@
 """End-to-end runs of the benchmark scripts at toy size (their numbers are not checked here, only that they run
 and report every measurement the issues ask for): ``benchmarks/train_speed.py`` spawns one real training
-subprocess per mode plus the paired run, on SYNTHETIC phantoms, with the tiny random DINOv3 of conftest."""
+subprocess per mode plus the paired run, on SYNTHETIC phantoms, with the tiny random DINOv3 of conftest;
+``benchmarks/real_ct.py`` trains a one-iteration starter from sample_data/ and scores the real ts_example CT."""
 
 from __future__ import annotations
 
@@ -47,3 +48,28 @@ def test_train_speed_reports_every_mode_ratio_and_target(tiny_teacher, tmp_path,
     args = argparse.Namespace(warmup=0, iterations=2, preset="cpu", patch=None)
     ref = train_speed.mode_config("supervised_1patch", args, "none")
     assert (ref.batch_size_unlabeled, ref.use_pic, ref.use_consistency, ref.max_iterations) == (0, False, False, 2)
+
+
+TS_EXAMPLE = REPO.parent / "shared" / "data" / "real_ct" / "ts_example"
+
+
+def test_real_ct_scores_a_one_iteration_starter_on_ts_example_and_keeps_it(tmp_path):
+    """benchmarks/real_ct.py end to end on the real ts_example CT: the starter recipe (1 iteration, one generated
+    phantom at its share) trained from sample_data/, scored per organ, its model file kept."""
+    import real_ct
+
+    assert (TS_EXAMPLE / "ct.nii.gz").is_file(), f"the second real CT is missing: {TS_EXAMPLE} (see the README)"
+    out = tmp_path / "real_ct.json"
+    rc = real_ct.main(["--ts-dir", str(TS_EXAMPLE), "--seeds", "3", "--starter-iterations", "1", "--no-retrain",
+                       "--phantoms", "1", "--phantom-share", "0.25", "--threads", "1", "--output", str(out),
+                       "--keep-models", str(tmp_path / "models")])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["starter_phantoms"] == 1 and res["starter_phantom_share"] == 0.25
+    starter = res["runs"]["3"]["starter"]
+    assert len(starter["organs_present"]) == 12 and set(starter["dice"]) == set(starter["organs_present"])
+    assert all(0.0 <= d <= 100.0 for d in starter["dice"].values())
+    assert abs(starter["mean_dice"] - sum(starter["dice"].values()) / 12) < 0.01
+    assert res["summary"]["starter"]["seeds"] == 1
+    assert (tmp_path / "models" / "seed3_starter.pt").is_file()
+    assert out.with_suffix(".md").read_text().startswith("# Real-CT check of the day-one model")
