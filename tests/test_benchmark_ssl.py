@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from dinomix_core.benchmark_ssl import RECIPE, SCALES, _check_resumable, dice_per_organ, method_config, parse_overrides
+from dinomix_core.benchmark_ssl import (RECIPE, SCALES, _check_resumable, dice_per_organ, method_config, parse_overrides,
+                                        results_dict)
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -48,6 +49,9 @@ def test_overrides_come_last_in_a_method_config():
     cfg = method_config("dinomix", sc, 0, overrides={"confidence_threshold": 0.7, "max_iterations": 6})
     assert (cfg.confidence_threshold, cfg.max_iterations, cfg.use_pic) == (0.7, 6, True)
     assert method_config("supervised", sc, 0, overrides={"use_pic": True}).use_pic
+    # the results file states the budget that was run
+    assert results_dict({}, sc, "quick", [0], "none", {"max_iterations": 6})["iterations"] == 6
+    assert results_dict({}, sc, "quick", [0], "none")["iterations"] == sc.iterations
 
 
 def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
