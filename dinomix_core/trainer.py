@@ -49,7 +49,7 @@ from .artifacts import ModelFile, ResumeCheckpoint, atomic_write
 from .augment import PatchAugmenter
 from .config import DinoMixConfig
 from .consistency import pseudo_labels, sigmoid_rampup, update_ema
-from .data import Volume, crop, load_cases, pad_to_patch, random_patch_start
+from .data import Volume, case_id_from_path, crop, load_cases, pad_to_patch, random_patch_start
 from .errors import ModelFileError, TrainingError
 from .interactive import refiner_loss
 from .losses import distdw_weights, fkd_loss, region_dice_ce_terms
@@ -264,7 +264,7 @@ class DinoMixTrainer:
         # the click refiner's simulated clicks draw from their own stream: the segmenter's is the same with or without it
         self.click_rng = np.random.default_rng(config.seed * 1000 + self.rank + 7)
         self.load_data(labeled, unlabeled, validation)
-        self.labeled_probs = self._labeled_probs(labeled_weights)
+        self.labeled_probs = self._labeled_probs(labeled_weights, [case_id_from_path(i) for i, _ in labeled])
         self.teacher = self.build_teacher(teacher_model)
         self.stride = self.teacher.feature_stride if self.teacher is not None else 1
         self.cache = TeacherFeatureCache(self.teacher) if (self.teacher is not None and config.teacher_cache) else None
@@ -328,12 +328,13 @@ class DinoMixTrainer:
         if (cfg.use_consistency or cfg.use_pic) and not self.unlabeled:
             logger.warning("no unlabeled volumes: training supervised only (consistency and PIC need unlabeled data)")
 
-    def _labeled_probs(self, weights: Optional[Mapping[str, float]]) -> Optional[torch.Tensor]:
-        """Each labeled volume's sampling probability from ``labeled_weights``; None for uniform sampling."""
+    def _labeled_probs(self, weights: Optional[Mapping[str, float]], given: Sequence[str]) -> Optional[torch.Tensor]:
+        """Each labeled volume's sampling probability from ``labeled_weights``; None for uniform sampling. Weights of
+        cases that were given but skipped (unreadable) are ignored; a case id never given is an error."""
         if not weights:
             return None
         ids = [v.case_id for v in self.labeled]
-        unknown = sorted(set(weights) - set(ids))
+        unknown = sorted(set(weights) - set(given))
         if unknown:
             raise ValueError(f"labeled_weights names cases that are not labeled training volumes: {unknown}.")
         w = torch.tensor([float(weights.get(i, 1.0)) for i in ids], dtype=torch.float64)

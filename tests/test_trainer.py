@@ -269,6 +269,10 @@ def test_corrupt_labeled_file_is_skipped_with_a_message(phantoms, tmp_path):
     # only corrupt labeled data: the error names the skipped file
     with pytest.raises(TrainingError, match="broken.nii.gz"):
         run_training(tiny_config(max_iterations=1), labeled[1:], [], str(tmp_path / "o2"), device="cpu")
+    # a sampling weight of the skipped case is ignored, the others still apply
+    s = run_training(tiny_config(max_iterations=1), labeled, [], str(tmp_path / "o3"), device="cpu",
+                     labeled_weights={"broken": 5.0, _case(labeled[0][0]): 2.0})
+    assert s["labeled_shares"] == {_case(labeled[0][0]): 1.0}
 
 
 def test_label_on_another_grid_is_skipped(phantoms, tmp_path):
