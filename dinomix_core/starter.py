@@ -37,7 +37,7 @@ __all__ = ["STARTER_ITERATIONS", "STARTER_PHANTOM_SHARE", "STARTER_PHANTOMS", "s
 logger = logging.getLogger(__name__)
 
 #: iterations of the starter recipe (a default Retrain runs ``TRAIN_OPTIONS["max_iterations"]`` on top of it)
-STARTER_ITERATIONS = 1000
+STARTER_ITERATIONS = 2000
 #: labeled SYNTHETIC phantoms the shipped starter generates beside the sample studies (:func:`starter_phantoms`)
 STARTER_PHANTOMS = 0
 #: their grid, (x, y, z) voxels of (3, 3, 4) mm: 320 mm cranio-caudally, the sample phantoms' 192 mm plus 128 mm
