@@ -357,7 +357,8 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                                  "test": sc.n_test, "shape": list(sc.shape), "spacing_mm": list(sc.spacing),
                                  "labeled_protocol": "narrow (portal phase, noise 10-20 HU)",
                                  "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)"},
-        "iterations": (overrides or {}).get("max_iterations", sc.iterations), "patch_size": list(sc.patch), "val_interval": sc.val_interval,
+        "iterations": (overrides or {}).get("max_iterations", sc.iterations), "patch_size": list(sc.patch),
+        "val_interval": sc.val_interval,
         "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides or {}), "teacher": teacher,
         # every seed with a run in the file (a --resume run adds its seeds to the earlier ones)
         "seeds": sorted({int(r["seed"]) for rs in runs.values() for r in rs} | set(seeds)),

@@ -12,9 +12,9 @@ reaches far below the kidneys, which no sample volume shows [ours]. Measured on 
 lifted the liver from 54 to 81 Dice but lost the right kidney and the aorta, 19.6 mean against 21.5; the
 shipped starter therefore has none (benchmarks/results/2026-12-02-starter-fov-phantoms.md). ``--phantom-share``
 draws those phantoms together a fixed share of the time (:data:`STARTER_PHANTOM_SHARE`), the studies' labeled
-volumes sharing the rest, so that they do not dilute the one real CT. Supervised-only because the sample studies' unlabeled volumes are
-SYNTHETIC phantoms, which carry no information about real CT, and a supervised step is cheaper [ours]; the app's
-Retrain then runs DINO-Mix over the team's own unlabeled CTs. The model file carries its
+volumes sharing the rest, so that they do not dilute the one real CT. Supervised-only because the sample studies'
+unlabeled volumes are SYNTHETIC phantoms, which carry no information about real CT, and a supervised step is
+cheaper [ours]; the app's Retrain then runs DINO-Mix over the team's own unlabeled CTs. The model file carries its
 configuration and training history like every published model; the app serves it as ``pretrained_dinomix.pt``
 (MONAI Label's radiology convention) until a Retrain publishes a model, and the first Retrain starts from it.
 """
@@ -32,7 +32,8 @@ from .artifacts import atomic_copy
 from .phantoms import WIDE_VARIATION, write_phantom_nifti
 from .studies import list_studies
 
-__all__ = ["STARTER_ITERATIONS", "STARTER_PHANTOM_SHARE", "STARTER_PHANTOMS", "starter_config", "starter_phantoms", "train_starter"]
+__all__ = ["STARTER_ITERATIONS", "STARTER_PHANTOM_SHARE", "STARTER_PHANTOMS", "starter_config", "starter_phantoms",
+           "train_starter"]
 
 logger = logging.getLogger(__name__)
 
