@@ -2,13 +2,13 @@
 
     python benchmarks/results/2026-12-04-ssl-no-warmup/assemble.py
 
-The recipe now has ``warmup_fraction=0.0`` (``../2026-12-04-ssl-no-warmup.md``). Runs are kept where their
-configuration is unchanged (``before.json``, the results file before the switch): supervised and supervised_all (no warm-up to drop), mean_teacher (it keeps the
-warm-up, ``WARMUP``). The DINO-Mix row is the three no-warm-up runs (seed 0: the earlier ``dinomix_no_warmup``
-ablation run of the results file; seeds 1 and 2: this folder's ``seed1.json`` and ``seed2.json``, made by
-``dinomix benchmark ssl --methods dinomix_no_warmup --seeds S``, the same configuration); the earlier DINO-Mix
-runs, with the warm-up, are the ``dinomix_warmup`` ablation. Ablation runs rerun under the new recipe are taken
-from ``abl_<method>.json`` here when present; the others were measured with the warm-up, and ``notes`` says so.
+The recipe now has ``warmup_fraction=0.0`` (``../2026-12-04-ssl-no-warmup.md``). Runs are kept from ``before.json``
+(the results file before the switch) where their configuration is unchanged: supervised and supervised_all (no
+warm-up to drop) and mean_teacher (it keeps the warm-up, ``WARMUP``). The DINO-Mix row is the three no-warm-up runs
+(seed 0: the earlier ``dinomix_no_warmup`` ablation run; seeds 1 and 2: this folder's ``seed1.json`` and
+``seed2.json``, made by ``dinomix benchmark ssl --methods dinomix_no_warmup --seeds S``, the same configuration);
+the earlier DINO-Mix runs, with the warm-up, are the ``dinomix_warmup`` ablation. The other ablations were rerun
+under the new recipe: ``abl_<method>.json`` here.
 """
 import json
 import sys
@@ -29,14 +29,8 @@ for s in (1, 2):
     runs["dinomix"] += json.loads((HERE / f"seed{s}.json").read_text())["methods"]["dinomix_no_warmup"]["runs"]
 runs["dinomix"].sort(key=lambda r: r["seed"])
 runs["dinomix_warmup"] = om["dinomix"]["runs"]
-with_warmup = []
 for m in ("dinomix_no_pic", "dinomix_no_consistency", "dinomix_no_class_weights", "dinomix_no_augment"):
-    new = HERE / f"abl_{m}.json"
-    if new.exists():
-        runs[m] = json.loads(new.read_text())["methods"][m]["runs"]
-    else:
-        runs[m] = om[m]["runs"]
-        with_warmup.append(m)
+    runs[m] = json.loads((HERE / f"abl_{m}.json").read_text())["methods"][m]["runs"]
 order = [m for m in b.METHODS if m in runs]
 res = b.results_dict({m: runs[m] for m in order}, b.SCALES["default"], "default", [0, 1, 2], "none")
 res["command"] = "dinomix benchmark ssl --seeds 0 1 2 (ablations: --seeds 0 --methods dinomix_no_... dinomix_warmup)"
@@ -45,9 +39,6 @@ res["machine"]["torch_threads"] = 1
 res["notes"] = {"mean_teacher": f"keeps the supervised warm-up (warmup_fraction {b.WARMUP})",
                 "dinomix_warmup": "the DINO-Mix runs of the recipe with the warm-up, seeds 0-2",
                 "ablations": "seed 0 only, except dinomix_warmup"}
-for m in with_warmup:
-    res["notes"][m] = (f"measured on the recipe with the warm-up (warmup_fraction {b.WARMUP}); compare with "
-                       "dinomix_warmup's seed 0")
 if "real_transductive" in old:
     res["real_transductive"] = old["real_transductive"]  # it records its own recipe (with the warm-up)
 b.write_results(RESULTS, res)
