@@ -7,7 +7,8 @@ Each ``RUN_ROOT`` is the ``--output`` of a ``dinomix benchmark ssl --real-ct-dir
 on ts_example with the benchmark's own scoring (``benchmark_ssl.score_real_ct``) and appended to this folder's
 ``results.jsonl`` unless that run is there already. The methods' summaries (``benchmark_ssl.real_summary``) are then
 rebuilt from ``results.jsonl`` alone, so the checkpoints need not be kept. Train seconds are the span of the run's
-TensorBoard log.
+TensorBoard log. These runs used ``RECIPE`` with the 20 % warm-up (``WARMUP``), which the output records; the rerun on
+the recipe without it, ``2026-12-04-real-ct-no-warmup/assemble.py``, reuses these functions.
 """
 import json
 import re
@@ -36,12 +37,14 @@ def train_seconds(run_dir: Path) -> float:
     return round(max(times) - min(times), 1) if times else float("nan")
 
 
-def main(roots) -> None:
+def score_runs(roots, lines: Path):
+    """Score every ``ROOT/real_runs/M_seedS/model.pt`` not yet in ``lines`` (appending it there); all rows of
+    ``lines``."""
     import nibabel as nib
     import numpy as np
 
     ref = np.asarray(nib.load(str(CT_DIR / "label.nii.gz")).dataobj)
-    rows = [json.loads(line) for line in LINES.read_text().splitlines()] if LINES.exists() else []
+    rows = [json.loads(line) for line in lines.read_text().splitlines()] if lines.exists() else []
     done = {(r["method"], r["seed"]) for r in rows}
     for root in roots:
         for model in sorted(Path(root).glob("real_runs/*_seed*/model.pt")):
@@ -53,14 +56,21 @@ def main(roots) -> None:
             print(f"{method} seed {seed}: mean Dice {row['mean_dice']}", flush=True)
             rows.append(row)
             done.add((method, int(seed)))
-            with LINES.open("a") as f:
+            with lines.open("a") as f:
                 f.write(json.dumps(row) + "\n")
+    return rows
+
+
+def write_real(rows, command: str, recipe) -> None:
+    """Put the methods' summaries of ``rows`` into ``ssl_benchmark.json`` as ``real_transductive`` (``recipe``: the
+    DINO-Mix runs' recipe) and print its markdown."""
+    import nibabel as nib
+    import numpy as np
+
+    ref = np.asarray(nib.load(str(CT_DIR / "label.nii.gz")).dataobj)
     present = [b.ORGANS[c - 1] for c in range(1, len(b.ORGANS) + 1) if (ref == c).any()]
     real = {"labeled": ["real_ct_001.nii.gz"], "unlabeled": "ct.nii.gz", "organs_present": present,
-            "iterations": ITERATIONS, "recipe": b._jsonable(b.RECIPE), "overrides": {},
-            "command": "dinomix benchmark ssl --real-ct-dir ../shared/data/real_ct/ts_example --seeds 0 1 2 "
-                       "--max-iterations 1000 (run as one process per method; assembled by "
-                       "benchmarks/results/2026-12-03-real-ct-transductive/assemble.py)"}
+            "iterations": ITERATIONS, "recipe": b._jsonable(recipe), "overrides": {}, "command": command}
     for method in ("supervised", "dinomix"):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["seed"])
         if mine:
@@ -70,6 +80,12 @@ def main(roots) -> None:
     b.write_results(RESULTS, results)
     print(b._real_markdown(results))
 
+
+def main(roots) -> None:
+    write_real(score_runs(roots, LINES),
+               "dinomix benchmark ssl --real-ct-dir ../shared/data/real_ct/ts_example --seeds 0 1 2 "
+               "--max-iterations 1000 (run as one process per method; assembled by "
+               "benchmarks/results/2026-12-03-real-ct-transductive/assemble.py)", dict(b.RECIPE, warmup_fraction=b.WARMUP))
 
 if __name__ == "__main__":
     main(sys.argv[1:])
