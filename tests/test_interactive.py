@@ -12,7 +12,7 @@ import torch
 from dinomix_core.config import DinoMixConfig, get_preset
 from dinomix_core.errors import ModelNotFoundError
 from dinomix_core.inference import Predictor
-from dinomix_core.interactive import Click, edit_window, guidance_maps, next_click, simulate_clicks
+from dinomix_core.interactive import Click, edit_window, guidance_maps, local_changes, next_click, simulate_clicks
 from dinomix_core.networks import build_student
 from dinomix_core.trainer import DinoMixTrainer
 
@@ -68,6 +68,36 @@ def test_edit_window_covers_the_clicks_and_rounds_to_the_stride():
     assert all(n % k == 0 for n, k in zip(sizes, (8, 8, 4)))
     assert win[0].start <= 26 and win[0].stop >= 54 and win[2].start <= 8 and win[2].stop >= 22
     assert all(0 <= s.start and s.stop <= n for s, n in zip(win, mask.shape))
+
+
+def _organ_and_changes():
+    """An organ (a 6^3 cube), and a refiner output that grows it by 2 slices, removes 2 of its slices and adds a
+    separate blob far away."""
+    old = np.zeros((20, 20, 20), dtype=bool)
+    old[2:8, 2:8, 2:8] = True
+    new = old.copy()
+    new[8:10, 2:8, 2:8] = True  # 72 voxels grown from the organ
+    new[2:4, 2:8, 2:8] = False  # 72 voxels removed
+    new[14:16, 14:16, 14:16] = True  # 8 voxels far from everything
+    return old, new
+
+
+@pytest.mark.parametrize("clicks, reach, expected_sum, why", [
+    ([], 2.0, 216, "no click: nothing changes"),
+    ([Click((9, 4, 4), True)], 2.0, 216 + 72, "a foreground click in the grown part keeps only that part"),
+    ([Click((11, 4, 4), True)], 2.0, 216 + 72, "within reach of the grown part"),
+    ([Click((12, 4, 4), True)], 2.0, 216, "just out of reach"),
+    ([Click((2, 4, 4), False)], 2.0, 216 - 72, "a background click keeps only the removal it touches"),
+    ([Click((9, 4, 4), False)], 2.0, 216, "a background click does not keep an addition"),
+    ([Click((9, 4, 4), True), Click((2, 4, 4), False), Click((15, 15, 15), True)], 2.0, 216 + 72 - 72 + 8,
+     "each click keeps its own change"),
+    ([Click((40, 4, 4), True), Click((-3, 4, 4), False)], 2.0, 216, "clicks outside the arrays are ignored"),
+])
+def test_only_changes_connected_to_a_click_are_kept(clicks, reach, expected_sum, why):
+    old, new = _organ_and_changes()
+    out = local_changes(new, old, clicks, reach)
+    assert int(out.sum()) == expected_sum, why
+    assert not (out & ~(old | new)).any() and not (~out & old & new).any()  # only the refiner's changes, if any
 
 
 def test_the_refiner_does_not_change_the_segmenter_training(phantoms, tmp_path, one_thread):
