@@ -8,7 +8,8 @@ warm-up to drop) and mean_teacher (it keeps the warm-up, ``WARMUP``). The DINO-M
 (seed 0: the earlier ``dinomix_no_warmup`` ablation run; seeds 1 and 2: this folder's ``seed1.json`` and
 ``seed2.json``, made by ``dinomix benchmark ssl --methods dinomix_no_warmup --seeds S``, the same configuration);
 the earlier DINO-Mix runs, with the warm-up, are the ``dinomix_warmup`` ablation. The other ablations were rerun
-under the new recipe: ``abl_<method>.json`` here.
+under the new recipe: ``abl_<method>.json`` here (seed 0), and ``abl_<method>_seed<S>.json`` for further seeds.
+The real-CT check (``real_transductive``) is kept from the current results file.
 """
 import json
 import sys
@@ -31,6 +32,9 @@ runs["dinomix"].sort(key=lambda r: r["seed"])
 runs["dinomix_warmup"] = om["dinomix"]["runs"]
 for m in ("dinomix_no_pic", "dinomix_no_consistency", "dinomix_no_class_weights", "dinomix_no_augment"):
     runs[m] = json.loads((HERE / f"abl_{m}.json").read_text())["methods"][m]["runs"]
+    for more in sorted(HERE.glob(f"abl_{m}_seed*.json")):  # further seeds of an ablation, one file per seed
+        runs[m] += json.loads(more.read_text())["methods"][m]["runs"]
+    runs[m].sort(key=lambda r: r["seed"])
 order = [m for m in b.METHODS if m in runs]
 res = b.results_dict({m: runs[m] for m in order}, b.SCALES["default"], "default", [0, 1, 2], "none")
 res["command"] = "dinomix benchmark ssl --seeds 0 1 2 (ablations: --seeds 0 --methods dinomix_no_... dinomix_warmup)"
@@ -38,8 +42,9 @@ res["assembled_by"] = "benchmarks/results/2026-12-04-ssl-no-warmup/assemble.py"
 res["machine"]["torch_threads"] = 1
 res["notes"] = {"mean_teacher": f"keeps the supervised warm-up (warmup_fraction {b.WARMUP})",
                 "dinomix_warmup": "the DINO-Mix runs of the recipe with the warm-up, seeds 0-2",
-                "ablations": "seed 0 only, except dinomix_warmup"}
-if "real_transductive" in old:
-    res["real_transductive"] = old["real_transductive"]  # it records its own recipe (with the warm-up)
+                "ablations": "seeds: each row's 'seeds'"}
+current = json.loads((RESULTS / "ssl_benchmark.json").read_text())
+if "real_transductive" in current:
+    res["real_transductive"] = current["real_transductive"]  # assembled on its own; it records its own recipe
 b.write_results(RESULTS, res)
 print(b.markdown(res))
