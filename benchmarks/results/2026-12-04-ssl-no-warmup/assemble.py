@@ -38,7 +38,7 @@ for m in ("dinomix_no_pic", "dinomix_no_consistency", "dinomix_no_class_weights"
 order = [m for m in b.METHODS if m in runs]
 res = b.results_dict({m: runs[m] for m in order}, b.SCALES["default"], "default", [0, 1, 2], "none")
 res["command"] = ("dinomix benchmark ssl --seeds 0 1 2 (ablations: --methods dinomix_warmup dinomix_no_pic "
-                  "dinomix_no_consistency --seeds 0 1 2; the other dinomix_no_... --seeds 0)")
+                  "dinomix_no_consistency dinomix_no_class_weights --seeds 0 1 2; dinomix_no_augment --seeds 0)")
 res["assembled_by"] = "benchmarks/results/2026-12-04-ssl-no-warmup/assemble.py"
 res["machine"]["torch_threads"] = 1
 res["notes"] = {"mean_teacher": f"keeps the supervised warm-up (warmup_fraction {b.WARMUP})",
