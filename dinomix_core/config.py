@@ -62,6 +62,8 @@ class DinoMixConfig:
     consistency_weight: maximum weight lambda of the unlabeled loss (reached at the end of the ramp-up).
         rampup_fraction: fraction of training over which lambda follows the sigmoid ramp-up.
         confidence_threshold: pseudo-label confidence below which a voxel is masked out.
+        pseudo_label_lcc: also mask out the pseudo-labeled voxels of an organ outside its largest connected
+            component in the patch (BCP keeps the largest component of its pseudo-labels).
         ema_momentum: EMA teacher momentum.
         pic_start_power / pic_schedule: PIC class-sampling curriculum (see ``pic.curriculum_distribution``).
         # PIC: the CutMix curriculum
@@ -146,6 +148,7 @@ class DinoMixConfig:
     ema_momentum: float = 0.99
     use_consistency: bool = True
     confidence_threshold: float = 0.7
+    pseudo_label_lcc: bool = False
     pic_box_fraction: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     freq_momentum: float = 0.99
     pic_schedule_fraction: float = 0.8

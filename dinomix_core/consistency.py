@@ -13,7 +13,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-__all__ = ["update_ema", "sigmoid_rampup", "pseudo_labels"]
+__all__ = ["update_ema", "sigmoid_rampup", "pseudo_labels", "largest_component_mask"]
 
 
 @torch.no_grad()
@@ -65,13 +65,16 @@ def sigmoid_rampup(current: float, rampup_length: float) -> float:
 
 
 @torch.no_grad()
-def pseudo_labels(logits: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pseudo_labels(logits: torch.Tensor, threshold: float, largest_component: bool = False
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hard pseudo-labels and confidence mask from (teacher) logits.
 
     Args:
         logits: ``[B, C, ...]`` raw scores (class dim 1).
         threshold: confidence threshold in [0, 1]; voxels whose maximum softmax probability is
             ``>= threshold`` are kept.
+        largest_component: also mask out every voxel of an organ outside that organ's largest connected
+            component (:func:`largest_component_mask`).
 
     Returns:
         ``(labels, mask, probs)``: labels LongTensor ``[B, ...]`` (argmax), mask float32 ``[B, ...]`` of
@@ -83,5 +86,35 @@ def pseudo_labels(logits: torch.Tensor, threshold: float) -> Tuple[torch.Tensor,
         raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
     probs = torch.softmax(logits.detach().float(), dim=1)
     conf, labels = probs.max(dim=1)
-    mask = (conf >= threshold).float()
-    return labels.long(), mask, probs
+    mask = conf >= threshold
+    if largest_component:
+        mask &= largest_component_mask(labels)
+    return labels.long(), mask.float(), probs
+
+
+@torch.no_grad()
+def largest_component_mask(labels: torch.Tensor) -> torch.Tensor:
+    """True where a voxel is background or in the largest connected component of its organ, per batch item.
+
+    BCP (Bai et al., CVPR 2023) keeps the largest connected component of the teacher's prediction as the
+    pseudo-label; every abdominal organ is one connected structure, so the smaller pieces are the teacher's
+    scattered false positives. Here those pieces are left out of the loss rather than called background [ours].
+    Components are 26-connected (MONAI's ``KeepLargestConnectedComponent``) within ``labels``' extent.
+
+    Args:
+        labels: ``[B, ...]`` integer label maps (0 = background).
+
+    Returns:
+        bool tensor shaped like ``labels``.
+    """
+    from monai.transforms import KeepLargestConnectedComponent
+
+    if labels.ndim < 2:
+        raise ValueError(f"labels must be [B, ...], got shape {tuple(labels.shape)}.")
+    organs = [int(c) for c in torch.unique(labels) if c > 0]
+    if not organs:
+        return torch.ones_like(labels, dtype=torch.bool)
+    keep = KeepLargestConnectedComponent(applied_labels=organs, is_onehot=False, independent=True)
+    # the transform may write into its input: give it a copy, and plain tensors back
+    kept = torch.stack([torch.as_tensor(keep(y[None].clone())).as_subclass(torch.Tensor)[0] for y in labels.long()])
+    return kept.to(labels.device).long() == labels.long()

@@ -509,7 +509,8 @@ class DinoMixTrainer:
         """The EMA teacher's hard pseudo-labels of the unlabeled patches and their 0/1 confidence mask."""
         with torch.autocast(self.device.type, enabled=self.use_amp):
             logits = self.ema(unl.weak if unl.weak is not None else unl.image)
-        labels, conf, _ = pseudo_labels(logits.float(), self.config.confidence_threshold)
+        labels, conf, _ = pseudo_labels(logits.float(), self.config.confidence_threshold,
+                                        self.config.pseudo_label_lcc)
         return labels, conf
 
     def mix(self, lab: Patches, unl: Optional[Patches], pseudo: Optional[Tuple[torch.Tensor, torch.Tensor]],

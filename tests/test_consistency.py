@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dinomix_core.consistency import pseudo_labels, sigmoid_rampup, update_ema
+from dinomix_core.consistency import largest_component_mask, pseudo_labels, sigmoid_rampup, update_ema
 
 
 def _net():
@@ -81,3 +81,53 @@ def test_pseudo_labels_3d_detached():
     assert torch.equal(labels, logits.argmax(1))
     with pytest.raises(ValueError):
         pseudo_labels(logits, 1.5)
+
+
+def _blobs(*boxes, shape=(1, 8, 8, 4)):
+    """A [B, X, Y, Z] label map with ``(batch, label, x0, x1, y0, y1, z0, z1)`` boxes drawn in order."""
+    y = torch.zeros(shape, dtype=torch.long)
+    for b, c, x0, x1, y0, y1, z0, z1 in boxes:
+        y[b, x0:x1, y0:y1, z0:z1] = c
+    return y
+
+
+# (boxes, voxels masked out): an organ's pieces outside its largest 26-connected component are masked out,
+# background and every organ's largest piece are kept, each batch item on its own
+LCC_CASES = [
+    ([], 0),  # all background
+    ([(0, 1, 0, 3, 0, 3, 0, 2)], 0),  # one piece: 18 voxels kept
+    ([(0, 1, 0, 3, 0, 3, 0, 2), (0, 1, 6, 8, 6, 8, 3, 4)], 4),  # a second, smaller piece of 2 x 2 x 1
+    ([(0, 1, 0, 3, 0, 3, 0, 2), (0, 2, 6, 8, 6, 8, 3, 4)], 0),  # the same piece, another organ: its own largest
+    ([(0, 1, 0, 2, 0, 2, 0, 1), (0, 1, 2, 3, 2, 3, 1, 2)], 0),  # touching at a corner: one 26-connected piece
+    ([(0, 3, 0, 2, 0, 1, 0, 1), (0, 3, 4, 5, 0, 1, 0, 1), (0, 3, 7, 8, 7, 8, 3, 4)], 2),  # 2 + 1 + 1 voxels
+]
+
+
+@pytest.mark.parametrize("boxes,removed", LCC_CASES)
+def test_largest_component_mask(boxes, removed):
+    labels = _blobs(*boxes)
+    keep = largest_component_mask(labels)
+    assert keep.dtype == torch.bool and keep.shape == labels.shape
+    assert int((~keep).sum()) == removed
+    assert bool(keep[labels == 0].all())  # background is never masked out
+
+
+def test_largest_component_mask_per_batch_item():
+    # item 0: a 2-voxel and a 1-voxel piece of organ 1; item 1: only the 1-voxel piece, which is its largest
+    labels = _blobs((0, 1, 0, 2, 0, 1, 0, 1), (0, 1, 5, 6, 5, 6, 2, 3), (1, 1, 5, 6, 5, 6, 2, 3), shape=(2, 8, 8, 4))
+    keep = largest_component_mask(labels)
+    assert (~keep).nonzero().tolist() == [[0, 5, 5, 2]]
+    with pytest.raises(ValueError):
+        largest_component_mask(torch.zeros(4, dtype=torch.long))
+
+
+def test_pseudo_labels_largest_component():
+    # two confident pieces of class 1 along a line: 3 voxels and 1 voxel, apart
+    logits = torch.zeros(1, 2, 8, 1, 1)
+    logits[0, 0] = 5.0
+    logits[0, 1, [0, 1, 2, 6], 0, 0] = 10.0
+    labels, mask, _ = pseudo_labels(logits, 0.7)
+    assert mask.flatten().tolist() == [1.0] * 8
+    labels, mask, _ = pseudo_labels(logits, 0.7, largest_component=True)
+    assert mask.flatten().tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
+    assert labels.flatten().tolist() == [1, 1, 1, 0, 0, 0, 1, 0]  # labels unchanged; only the mask
