@@ -429,6 +429,24 @@ def test_clean_labeled_loss_adds_the_unmixed_labeled_patches(phantoms, tmp_path)
     assert seen == [3] and {"sup", "unsup", "gt_box"} <= set(logs)  # clean labeled + mixed labeled + mixed unlabeled
 
 
+@pytest.mark.parametrize("lcc", [False, True])
+def test_pseudo_label_lcc_masks_the_teachers_scattered_pieces(phantoms, tmp_path, lcc):
+    """With pseudo_label_lcc the step's confidence mask is the threshold's and each organ's largest component."""
+    from dinomix_core.consistency import largest_component_mask, pseudo_labels
+
+    config = tiny_config(max_iterations=1, use_fkd=False, teacher="none", pseudo_label_lcc=lcc,
+                         confidence_threshold=0.0)
+    trainer = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "l"), device="cpu")
+    unl = trainer.sample(trainer.unlabeled, 1, labeled=False)
+    labels, conf = trainer.pseudo_label(unl)
+    with torch.no_grad():
+        raw, _, _ = pseudo_labels(trainer.ema(unl.weak if unl.weak is not None else unl.image).float(), 0.0)
+    assert torch.equal(labels, raw)  # the labels themselves are never changed
+    expected = largest_component_mask(raw).float() if lcc else torch.ones_like(conf)
+    assert torch.equal(conf, expected)
+    assert (conf == 0).any() == lcc  # an untrained teacher's argmax is scattered: LCC masks some of it
+
+
 def test_warm_start_head_carries_over_the_shared_organs():
     """A model for (spleen, liver, aorta) warm-starts one for (liver, tumour, spleen): background and the two
     shared organs' output rows move to their new ids; the tumour row keeps its initialisation."""
