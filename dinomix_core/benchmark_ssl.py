@@ -186,10 +186,11 @@ class PseudoLabelMonitor(TrainingCallback):
         cfg, tp, npred, nref = trainer.config, np.zeros(len(ORGANS)), np.zeros(len(ORGANS)), np.zeros(len(ORGANS))
         for v in trainer.unlabeled:
             ref = self._labels[v.case_id]
-            logits = sliding_window_inference(v.image[None], cfg.patch_size, 2, trainer.ema, overlap=0.25)
+            logits = sliding_window_inference(v.image[None].to(trainer.device), cfg.patch_size, 2, trainer.ema,
+                                              overlap=0.25)
             y, conf, _ = pseudo_labels(logits.float(), cfg.confidence_threshold, cfg.pseudo_label_lcc)
             crop = tuple(slice(0, s) for s in ref.shape)  # the trainer pads volumes at the end only
-            y, conf = y[0][crop], conf[0].bool()[crop]
+            y, conf = y[0][crop].cpu(), conf[0].bool()[crop].cpu()
             for c in range(1, len(ORGANS) + 1):
                 pc, rc = (y == c) & conf, ref == c
                 tp[c - 1] += int((pc & rc).sum())

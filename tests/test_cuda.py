@@ -77,3 +77,14 @@ def test_teacher_features_on_cuda_match_the_cpu(tiny_teacher):
     cos = torch.nn.functional.cosine_similarity(gpu.cpu(), cpu, dim=1)
     print(f"teacher features CUDA vs CPU: min cosine {float(cos.min()):.6f}")
     assert float(cos.min()) > 0.999
+
+
+def test_ssl_benchmark_on_cuda_measures_pseudo_labels(tmp_path):
+    """``dinomix benchmark ssl --device cuda``: the pseudo-label monitor runs the EMA teacher where it lives (it
+    once handed CUDA weights a CPU volume and stopped every semi-supervised run at its first measurement)."""
+    from dinomix_core.benchmark_ssl import run_ssl_benchmark
+
+    res = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["dinomix"], scale="quick", device="cuda",
+                            overrides={"pseudo_label_lcc": True})
+    curve = res["methods"]["dinomix"]["runs"][0]["pseudo_labels"]
+    assert [c["iteration"] for c in curve] == [2, 4] and len(curve[0]["precision"]) == 13
