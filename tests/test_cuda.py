@@ -2,8 +2,9 @@
 from CUDA and CPU inference, and a frozen teacher whose features match the CPU's.
 
 CI and the build machines have no GPU, so every test here is skipped there with that reason; they were run on
-a lent NVIDIA H100 (see the README's measured numbers). Data: tiny SYNTHETIC phantoms and a tiny randomly
-initialised DINOv3 saved to disk and loaded back through the real loading code.
+a lent NVIDIA H100 (see the README's measured numbers), the pseudo-label monitor's test on a lent H200. Data: tiny
+SYNTHETIC phantoms and a tiny randomly initialised DINOv3 saved to disk and loaded back through the real loading
+code.
 """
 
 from __future__ import annotations
