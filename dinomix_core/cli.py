@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--methods", nargs="+", default=None,
                    help="ssl: methods to run (default: supervised supervised_all mean_teacher dinomix; ablations: "
-                        "dinomix_no_pic, dinomix_no_consistency, dinomix_no_class_weights, dinomix_warmup, "
-                        "dinomix_no_augment, supervised_no_augment)")
+                        "dinomix_no_lcc, dinomix_no_pic, dinomix_no_consistency, dinomix_no_class_weights, "
+                        "dinomix_warmup, dinomix_no_augment, supervised_no_augment)")
     b.add_argument("--quick", action="store_true", help="ssl: tiny smoke-size run")
     b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 volumes, 6000 iterations)")
     b.add_argument("--resume", action="store_true",

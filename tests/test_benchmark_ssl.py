@@ -48,6 +48,16 @@ def test_only_the_mean_teacher_and_the_warmup_ablation_have_a_supervised_warmup(
     assert method_config(method, SCALES["quick"], 0).warmup_fraction == warmup
 
 
+@pytest.mark.parametrize("method, lcc", [("dinomix", True), ("dinomix_no_lcc", False), ("mean_teacher", False),
+                                         ("dinomix_no_pic", False), ("dinomix_warmup", False), ("supervised", False)])
+def test_only_dinomix_keeps_pseudo_labels_to_their_largest_component(method, lcc):
+    """The recipe has pseudo_label_lcc; the baseline and the ablation rows stay as they were measured."""
+    assert method_config(method, SCALES["quick"], 0).pseudo_label_lcc is lcc
+    if method.startswith("dinomix_no_"):  # each ablation differs from dinomix_no_lcc in its one component only
+        base, abl = (method_config(m, SCALES["quick"], 0).to_dict() for m in ("dinomix_no_lcc", method))
+        assert len({k for k in base if base[k] != abl[k]}) == (0 if method == "dinomix_no_lcc" else 1)
+
+
 def test_overrides_come_last_in_a_method_config():
     """``--set`` wins over the method's own settings and over the scale's budget."""
     sc = SCALES["quick"]
