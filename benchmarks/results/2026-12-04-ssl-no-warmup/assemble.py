@@ -21,6 +21,9 @@ sys.path.insert(0, str(RESULTS.parents[1]))
 from dinomix_core import benchmark_ssl as b  # noqa: E402
 
 assert b.RECIPE["warmup_fraction"] == 0.0, "RECIPE still has the warm-up"
+assert not b.RECIPE.get("pseudo_label_lcc"), (
+    "superseded: the recipe has pseudo_label_lcc; see ../2026-12-04-ssl-pseudo-label-lcc/assemble.py, which starts "
+    "from this script's output (its before.json)")
 old = json.loads((HERE / "before.json").read_text())  # the results file before the switch
 assert old["recipe"]["warmup_fraction"] == 0.2
 om = old["methods"]
