@@ -85,7 +85,8 @@ def main(roots) -> None:
     write_real(score_runs(roots, LINES),
                "dinomix benchmark ssl --real-ct-dir ../shared/data/real_ct/ts_example --seeds 0 1 2 "
                "--max-iterations 1000 (run as one process per method; assembled by "
-               "benchmarks/results/2026-12-03-real-ct-transductive/assemble.py)", dict(b.RECIPE, warmup_fraction=b.WARMUP))
+               "benchmarks/results/2026-12-03-real-ct-transductive/assemble.py)",
+               dict(b.RECIPE, warmup_fraction=b.WARMUP, pseudo_label_lcc=False))  # the recipe these runs used
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -27,7 +27,8 @@ def main(roots) -> None:
                       "dinomix benchmark ssl --real-ct-dir ../shared/data/real_ct/ts_example --methods dinomix "
                       "--seeds S --max-iterations 1000, one process per seed; supervised-only runs from "
                       "2026-12-03-real-ct-transductive (unchanged by the recipe); assembled by "
-                      "benchmarks/results/2026-12-04-real-ct-no-warmup/assemble.py", before.b.RECIPE)
+                      "benchmarks/results/2026-12-04-real-ct-no-warmup/assemble.py",
+                      dict(before.b.RECIPE, pseudo_label_lcc=False))  # the recipe these runs used
 
 
 if __name__ == "__main__":
