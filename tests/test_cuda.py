@@ -81,8 +81,8 @@ def test_teacher_features_on_cuda_match_the_cpu(tiny_teacher):
 
 
 def test_ssl_benchmark_on_cuda_measures_pseudo_labels(tmp_path):
-    """``dinomix benchmark ssl --device cuda``: the pseudo-label monitor runs the EMA teacher where it lives (it
-    once handed CUDA weights a CPU volume and stopped every semi-supervised run at its first measurement)."""
+    """``dinomix benchmark ssl --device cuda``: the pseudo-label monitor runs the EMA teacher on the trainer's
+    device (a CPU volume given to CUDA weights would stop every semi-supervised run at its first measurement)."""
     from dinomix_core.benchmark_ssl import run_ssl_benchmark
 
     res = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["dinomix"], scale="quick", device="cuda",
