@@ -303,13 +303,17 @@ def aggregate(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
 def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods: Optional[Sequence[str]] = None,
                       scale: str = "default", teacher: str = "none", device: Optional[str] = None,
                       existing: Optional[Dict[str, Any]] = None,
-                      overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                      overrides: Optional[Dict[str, Any]] = None, workers: int = 1) -> Dict[str, Any]:
     """Run (or continue) the benchmark; the results file is rewritten after every run.
 
     Args:
         overrides: DinoMixConfig fields set for every method of the run (``--set``), recorded in the results.
             Runs kept from ``existing`` must have been made with the same overrides.
+        workers: runs trained at once, each in its own process on ``cpu_count // workers`` threads (the recorded
+            CPU results: 2 workers, one thread each); the semi-supervised runs, the longest, start first.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}.")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}.")
     methods = list(methods or MAIN_METHODS)
@@ -324,20 +328,71 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
         method_config(m, sc, seeds[0] if seeds else 0, teacher, overrides)
     data = write_dataset(out / "data", sc)
     runs = {m: list(r["runs"]) for m, r in (existing or {}).get("methods", {}).items()}
-    for seed in seeds:
-        for m in methods:
-            if any(r["seed"] == seed for r in runs.get(m, [])):
-                continue
-            iterations = method_config(m, sc, seed, teacher, overrides).max_iterations  # --set may change it
-            print(f"[ssl] {m} seed {seed}: {iterations} iterations", file=sys.stderr, flush=True)
-            rec = run_method(m, seed, data, sc, out, teacher, device, overrides)
-            runs.setdefault(m, []).append(rec)
-            print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "
-                  f"{rec['small_organ_dice']:.2f}, {rec['train_seconds']:.0f} s", file=sys.stderr, flush=True)
-            write_results(out, results_dict(runs, sc, scale, seeds, teacher, overrides))
+    jobs = [(m, seed) for seed in seeds for m in methods if not any(r["seed"] == seed for r in runs.get(m, []))]
+
+    def finished(m: str, seed: int, rec: Dict[str, Any]) -> None:
+        runs.setdefault(m, []).append(rec)
+        runs[m].sort(key=lambda r: r["seed"])
+        print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "
+              f"{rec['small_organ_dice']:.2f}, {rec['train_seconds']:.0f} s", file=sys.stderr, flush=True)
+        write_results(out, results_dict(runs, sc, scale, seeds, teacher, overrides))
+
+    def announce(m: str, seed: int) -> None:
+        iterations = method_config(m, sc, seed, teacher, overrides).max_iterations  # --set may change it
+        print(f"[ssl] {m} seed {seed}: {iterations} iterations", file=sys.stderr, flush=True)
+
+    if workers == 1 or len(jobs) < 2:
+        for m, seed in jobs:
+            announce(m, seed)
+            finished(m, seed, run_method(m, seed, data, sc, out, teacher, device, overrides))
+    else:
+        _run_parallel(sorted(jobs, key=lambda j: not _semi_supervised(j[0])), workers, announce, finished,
+                      data=data, scale=sc, out=out, teacher=teacher, device=device, overrides=overrides)
     results = results_dict(runs, sc, scale, seeds, teacher, overrides)
     write_results(out, results)
     return results
+
+
+def _semi_supervised(method: str) -> bool:
+    settings, all_labeled = METHODS[method]
+    return not all_labeled and bool(settings.get("use_pic") or settings.get("use_consistency"))
+
+
+def _one_process_threads(n: int) -> None:
+    torch.set_num_threads(n)
+
+
+def _run_parallel(jobs: Sequence[Tuple[str, int]], workers: int, announce: Callable[[str, int], None],
+                  finished: Callable[[str, int, Dict[str, Any]], None], **run: Any) -> None:
+    """``run_method`` for every (method, seed) of ``jobs``, ``workers`` processes at a time; ``finished`` gets each
+    result as it comes. A failed run stops the ones not started; those running finish and are kept, then the
+    first error is raised."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    print(f"[ssl] {len(jobs)} runs, {workers} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
+    error: Optional[BaseException] = None
+    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_one_process_threads, initargs=(threads,)) as pool:
+        futures = {}
+        for m, seed in jobs:
+            announce(m, seed)
+            futures[pool.submit(run_method, m, seed, **run)] = (m, seed)
+        for f in cf.as_completed(futures):
+            m, seed = futures[f]
+            if f.cancelled():
+                continue
+            try:
+                finished(m, seed, f.result())
+            except Exception as e:  # the other runs' results are still worth keeping
+                print(f"[ssl] {m} seed {seed} failed: {e!r}; the runs already going finish and are kept",
+                      file=sys.stderr, flush=True)
+                error = error or e
+                for other in futures:
+                    other.cancel()
+    if error is not None:
+        raise error
 
 
 def _check_resumable(existing: Dict[str, Any], scale: str, teacher: str, overrides: Dict[str, Any]) -> None:
@@ -548,6 +603,7 @@ def ssl_main(args) -> int:
         print(json.dumps(res["real_transductive"], indent=2))
         return 0
     res = run_ssl_benchmark(str(out), seeds=args.seeds, methods=args.methods, scale=scale, teacher=args.teacher,
-                            device=args.device, existing=existing, overrides=overrides)
+                            device=args.device, existing=existing, overrides=overrides,
+                            workers=getattr(args, "workers", 1))
     print(markdown(res))
     return 0

@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json (refused unless made with the same "
                         "scale, teacher, recipe and --set)")
+    b.add_argument("--workers", type=int, default=1,
+                   help="ssl: runs trained at once, one process each, sharing the CPU cores (2 on a 2-core machine)")
     b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="ssl: a DinoMixConfig field for every method of the run, e.g. --set confidence_threshold=0.8 "
                         "(repeatable; values as JSON where they parse; recorded in the results)")

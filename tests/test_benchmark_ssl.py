@@ -78,6 +78,8 @@ def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     assert rc == 2 and "--set nope: not a DinoMixConfig field" in capsys.readouterr().err
     rc = cli.main(["benchmark", "ssl", "--quick", "--output", str(out), "--set", "confidence_threshold=7"])
     assert rc == 2 and "confidence_threshold" in capsys.readouterr().err
+    rc = cli.main(["benchmark", "ssl", "--quick", "--output", str(out), "--workers", "0"])
+    assert rc == 2 and "workers must be at least 1" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -195,3 +197,29 @@ def test_real_summary_averages_over_seeds():
             {"seed": 1, "mean_dice": 40.0, "per_organ": {"liver": 70.0, "spleen": 10.0}}]
     assert real_summary(rows) == {"mean_dice": 32.5, "mean_dice_std": 7.5, "per_organ": {"liver": 60.0, "spleen": 5.0},
                                   "runs": rows}
+
+
+def test_workers_train_runs_in_parallel_processes_with_the_serial_results(tmp_path, one_thread):
+    """``--workers 2``: each run in its own process gives exactly the run trained in this process on as many
+    threads; the results file holds every run in seed order; a failed run raises after the others are kept."""
+    import json
+    import os
+
+    import torch
+
+    from dinomix_core.benchmark_ssl import run_ssl_benchmark
+
+    par = run_ssl_benchmark(str(tmp_path / "par"), seeds=[1, 0], methods=["supervised", "dinomix"], scale="quick",
+                            device="cpu", workers=2)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # the workers' threads
+    ser = run_ssl_benchmark(str(tmp_path / "ser"), seeds=[1, 0], methods=["supervised", "dinomix"], scale="quick",
+                            device="cpu")
+    saved = json.loads((tmp_path / "par" / "ssl_benchmark.json").read_text())
+    for m in ("supervised", "dinomix"):
+        assert saved["methods"][m]["seeds"] == [0, 1]
+        for p, s in zip(par["methods"][m]["runs"], ser["methods"][m]["runs"]):
+            assert (p["seed"], p["per_organ"], p["validation_curve"], p["pseudo_labels"]) == \
+                (s["seed"], s["per_organ"], s["validation_curve"], s["pseudo_labels"])
+    with pytest.raises(RuntimeError):  # every run fails in its worker: no device "nope"
+        run_ssl_benchmark(str(tmp_path / "bad"), seeds=[0], methods=["supervised", "dinomix"], scale="quick",
+                          device="nope", workers=2)
