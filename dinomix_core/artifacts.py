@@ -206,6 +206,7 @@ class ResumeCheckpoint:
     augmenter: Optional[Dict[str, Any]] = None
     finished: bool = False
     click_rng: Optional[Dict[str, Any]] = None  # the click refiner's numpy random stream (bit_generator.state)
+    difficulty: Optional[Dict[str, Any]] = None  # losses.DifficultyTracker state (DiffDW class weights)
 
     def save(self, path: PathLike) -> Path:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -15,7 +15,10 @@ from typing import Any, Dict, Tuple
 
 from .labels import NUM_CLASSES, ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 
-__all__ = ["ORGANS", "ORGAN_ABBREVIATIONS", "NUM_CLASSES", "SMALL_ORGANS", "DinoMixConfig", "PRESETS", "get_preset"]
+__all__ = ["ORGANS", "ORGAN_ABBREVIATIONS", "NUM_CLASSES", "SMALL_ORGANS", "DinoMixConfig", "PRESETS", "get_preset", "CLASS_WEIGHTINGS"]
+
+#: ``DinoMixConfig.class_weighting`` values: none, DHC's DistDW, DHC's DiffDW, or their product
+CLASS_WEIGHTINGS = ("none", "distdw", "diffdw", "distdw_diffdw")
 
 
 def _tuple(v: Any) -> Any:
@@ -74,9 +77,12 @@ class DinoMixConfig:
     warmup_fraction: fraction of training that is supervised only; at its end the EMA teacher is reset to the
             student (BCP initialises its teacher from a supervised pre-training).
         clean_labeled_loss: with PIC, the student also sees each labeled patch unmixed (its loss beside the mixed ones).
-        class_weighting: ``none``, or ``distdw``: DHC's distribution-aware class weights from the tracked class
-            frequencies, on the ground-truth and the pseudo-label losses (``losses.distdw_weights``).
-        class_weight_floor: the smallest DistDW weight before scaling to mean 1 (keeps background in the CE).
+        class_weighting: class weights on the ground-truth and the pseudo-label losses: ``none``; ``distdw``:
+            DHC's distribution-aware weights from the tracked class frequencies (``losses.distdw_weights``);
+            ``diffdw``: DHC's difficulty-aware weights from the student's Dice on the labeled voxels
+            (``losses.DifficultyTracker``); ``distdw_diffdw``: their product.
+        class_weight_floor: the smallest class weight before scaling to mean 1 (keeps background in the CE).
+        diffdw_accumulate_iters: EMA horizon, in iterations, of the DiffDW difficulty (DHC: 50).
         freq_momentum: EMA momentum of the class-frequency tracker.
         max_iterations: training iterations.
         batch_size_labeled / batch_size_unlabeled: patches per iteration. Supervised-only training (PIC and
@@ -159,6 +165,7 @@ class DinoMixConfig:
     warmup_fraction: float = 0.0
     class_weight_floor: float = 0.1
     class_weighting: str = "none"
+    diffdw_accumulate_iters: int = 50
     clean_labeled_loss: bool = False
     # optimisation and budget
     batch_size_unlabeled: int = 1
@@ -248,8 +255,10 @@ class DinoMixConfig:
         _in_range(self, "rampup_fraction", 0.0, 1.0)
         _in_range(self, "warmup_fraction", 0.0, 1.0, upper_open=True)
         _in_range(self, "class_weight_floor", 0.0, 1.0)
-        if self.class_weighting not in ("none", "distdw"):
-            raise ValueError(f"class_weighting must be 'none' or 'distdw', got {self.class_weighting!r}.")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, got {self.class_weighting!r}.")
+        if self.diffdw_accumulate_iters < 1:
+            raise ValueError(f"diffdw_accumulate_iters must be >= 1, got {self.diffdw_accumulate_iters}.")
         if self.pic_schedule not in ("linear", "cosine", "step"):
             raise ValueError("pic_schedule must be 'linear', 'cosine' or 'step'.")
         if not 0.0 < self.pic_schedule_fraction <= 1.0:

@@ -21,7 +21,7 @@ from monai.losses import DiceCELoss, DiceLoss
 
 __all__ = [
     "DICE_CE_KWARGS", "supervised_loss", "masked_dice_ce", "region_dice_ce", "region_dice_ce_terms", "fkd_loss",
-    "distdw_weights",
+    "distdw_weights", "floor_mean_one", "DifficultyTracker",
 ]
 
 #: MONAI ``DiceCELoss`` settings used everywhere in DINO-Mix (see the module docstring).
@@ -223,12 +223,27 @@ def region_dice_ce_terms(
     return (dice * cwd).reshape(n_r, -1).sum(1) / cwd.reshape(n_r, -1).sum(1).clamp_min(1e-8) + ce
 
 
+def floor_mean_one(scores: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
+    """Class weights from non-negative scores: ``scores / max`` raised to at least ``floor``, scaled to mean 1.
+
+    The shared last step of :func:`distdw_weights` and of DistDW x DiffDW (ours): the floor keeps every class
+    (background above all) in the cross-entropy, the mean of 1 keeps the loss its size. All-zero scores give ones.
+    """
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be in [0, 1], got {floor}.")
+    top = float(scores.max())
+    w = scores / top if top > 0 else torch.ones_like(scores)
+    w = floor + (1.0 - floor) * w
+    return w / w.mean()
+
+
 def distdw_weights(frequencies: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
     """DHC's distribution-aware class weights (DistDW, Wang & Li, MICCAI 2023) from class voxel frequencies.
 
     DHC: ``w_c = log(f_max / f_c) / max_c log(f_max / f_c)`` (the most frequent class gets 0, the rarest 1).
     Ours on top: the weights are raised to at least ``floor`` (DHC's 0 for the most frequent class, background,
-    would drop background from the cross-entropy entirely) and scaled to mean 1, so the loss keeps its size.
+    would drop background from the cross-entropy entirely) and scaled to mean 1, so the loss keeps its size
+    (:func:`floor_mean_one`).
 
     Args:
         frequencies: ``[C]`` voxel fractions (e.g. ``ClassFrequencyTracker.frequencies``); zeros are allowed.
@@ -242,10 +257,98 @@ def distdw_weights(frequencies: torch.Tensor, floor: float = 0.1) -> torch.Tenso
     if not 0.0 <= floor <= 1.0:
         raise ValueError(f"floor must be in [0, 1], got {floor}.")
     f = frequencies.float().clamp_min(1e-8)
-    p = torch.log(f.max() / f)
-    w = p / p.max() if float(p.max()) > 0 else torch.ones_like(p)
-    w = floor + (1.0 - floor) * w
-    return w / w.mean()
+    return floor_mean_one(torch.log(f.max() / f), floor)
+
+
+class DifficultyTracker:
+    """DHC's difficulty-aware class weights (DiffDW, Wang & Li, MICCAI 2023), tracked over training.
+
+    Each :meth:`update` takes the student's hard prediction and the ground truth of the labeled voxels and
+    measures every class's Dice ``d_t``. With ``delta = d_t - d_{t-1}`` and ``r = log(d_t / d_{t-1})`` (both of
+    one sign), a class *learns* by ``max(delta, 0) * r`` and *unlearns* by ``min(delta, 0) * r``; both and
+    ``1 - d_t`` are averaged with an EMA over ``accumulate_iters`` updates (momentum ``1 - 1 / accumulate_iters``).
+    The difficulty is ``(unlearn / learn) ** (1 / alpha)`` and the score ``difficulty * EMA(1 - d)``: a class
+    scores high while it is poorly segmented and not improving (DHC, Eq. 5-7; ``alpha = 5``).
+
+    Ours (DHC's patches hold nearly every class; ours often do not): a class absent from both the prediction
+    and the ground truth of a step is not updated (DHC would count it as Dice 1), and Dice is clamped to at
+    least ``min_dice`` inside the log ratio so a class predicted where it is absent does not give an infinite
+    step. Before any update every score is 1 (no reweighting).
+
+    Args:
+        num_classes: classes, background included (>= 2).
+        accumulate_iters: EMA horizon in updates (DHC: 50), >= 1.
+        alpha: the difficulty's root (DHC: 5), > 0.
+        min_dice: smallest Dice in the log ratio, in (0, 1).
+    """
+
+    def __init__(self, num_classes: int, accumulate_iters: int = 50, alpha: float = 5.0, min_dice: float = 0.01):
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+        if accumulate_iters < 1:
+            raise ValueError(f"accumulate_iters must be >= 1, got {accumulate_iters}.")
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}.")
+        if not 0.0 < min_dice < 1.0:
+            raise ValueError(f"min_dice must be in (0, 1), got {min_dice}.")
+        self.num_classes, self.accumulate_iters, self.alpha, self.min_dice = num_classes, accumulate_iters, alpha, min_dice
+        z = torch.zeros(num_classes, dtype=torch.float64)
+        self.last_dice, self.learn, self.unlearn, self.dice_weight = z.clone(), z.clone(), z.clone(), torch.ones_like(z)
+        self.seen = torch.zeros(num_classes, dtype=torch.bool)  # a class's first measurement sets last_dice only
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """``[C]`` float32 difficulty scores (ones before any update; not normalised)."""
+        if not bool(self.seen.any()):
+            return torch.ones(self.num_classes)
+        ratio = (self.unlearn + 1e-8) / (self.learn + 1e-8)
+        return (ratio ** (1.0 / self.alpha) * self.dice_weight).float()
+
+    @torch.no_grad()
+    def update(self, prediction: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Measure one step and return :attr:`scores`.
+
+        Args:
+            prediction: integer labels (the argmax of the student's logits), any shape.
+            target: integer ground truth, the shape of ``prediction``.
+            mask: bool, the shape of ``prediction``: the voxels that count (the ground-truth ones); ``None``: all.
+        """
+        if prediction.shape != target.shape or (mask is not None and mask.shape != target.shape):
+            raise ValueError(f"prediction {tuple(prediction.shape)}, target {tuple(target.shape)} and mask "
+                             f"{None if mask is None else tuple(mask.shape)} must have one shape.")
+        n = self.num_classes
+        pred, ref = prediction.reshape(-1).long(), target.reshape(-1).long()
+        if mask is not None:
+            keep = mask.reshape(-1).bool()
+            pred, ref = pred[keep], ref[keep]
+        p = torch.bincount(pred, minlength=n)[:n].double().cpu()
+        g = torch.bincount(ref, minlength=n)[:n].double().cpu()
+        i = torch.bincount(ref[pred == ref], minlength=n)[:n].double().cpu()
+        present = (p + g) > 0
+        dice = torch.where(present, 2.0 * i / (p + g).clamp_min(1.0), torch.zeros_like(p)).clamp_min(self.min_dice)
+        m = 1.0 - 1.0 / self.accumulate_iters
+        step = present & self.seen
+        delta, r = dice - self.last_dice, torch.log(dice / self.last_dice.clamp_min(self.min_dice))
+        learn, unlearn = delta.clamp_min(0.0) * r, delta.clamp_max(0.0) * r
+        self.learn = torch.where(step, m * self.learn + (1 - m) * learn, self.learn)
+        self.unlearn = torch.where(step, m * self.unlearn + (1 - m) * unlearn, self.unlearn)
+        self.dice_weight = torch.where(step, m * self.dice_weight + (1 - m) * (1.0 - dice), self.dice_weight)
+        self.last_dice = torch.where(present, dice, self.last_dice)
+        self.seen |= present
+        return self.scores
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Serialisable state (stored in resume checkpoints)."""
+        return {"num_classes": self.num_classes, "last_dice": self.last_dice.clone(), "learn": self.learn.clone(),
+                "unlearn": self.unlearn.clone(), "dice_weight": self.dice_weight.clone(), "seen": self.seen.clone()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore the state written by :meth:`state_dict`; ``ValueError`` on another number of classes."""
+        if int(state["num_classes"]) != self.num_classes:
+            raise ValueError(f"state has {state['num_classes']} classes, tracker has {self.num_classes}.")
+        for k in ("last_dice", "learn", "unlearn", "dice_weight"):
+            setattr(self, k, torch.as_tensor(state[k], dtype=torch.float64).clone())
+        self.seen = torch.as_tensor(state["seen"], dtype=torch.bool).clone()
 
 
 def fkd_loss(

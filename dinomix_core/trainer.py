@@ -52,7 +52,7 @@ from .consistency import pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, case_id_from_path, crop, load_cases, pad_to_patch, random_patch_start
 from .errors import ModelFileError, TrainingError
 from .interactive import refiner_loss
-from .losses import distdw_weights, fkd_loss, region_dice_ce_terms
+from .losses import DifficultyTracker, distdw_weights, floor_mean_one, fkd_loss, region_dice_ce_terms
 from .networks import build_student
 from .pic import PICMixer, box_size_from_fraction
 from .teacher import TeacherFeatureCache, build_teacher
@@ -276,6 +276,8 @@ class DinoMixTrainer:
         self.model = self.build_student()
         self.mixer = self.build_mixer()
         self.tracker = self.mixer.tracker
+        self.difficulty = (DifficultyTracker(config.out_channels, config.diffdw_accumulate_iters)
+                           if "diffdw" in config.class_weighting else None)
         self.start_iteration, self.best_metric = 0, -1.0
         self.history: List[Dict[str, Any]] = []
         self.best_model: Optional[ModelFile] = None
@@ -432,6 +434,8 @@ class DinoMixTrainer:
         self.ema.load_state_dict(ckpt.ema)
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.tracker.load_state_dict(ckpt.tracker)
+        if self.difficulty is not None and ckpt.difficulty:
+            self.difficulty.load_state_dict(ckpt.difficulty)
         self.gen.set_state(ckpt.generator)
         if self.augmenter is not None and ckpt.augmenter:
             self.augmenter.load_state_dict(ckpt.augmenter)
@@ -447,6 +451,7 @@ class DinoMixTrainer:
             iteration=iteration, best_metric=self.best_metric, history=self.history[-2000:],
             augmenter=self.augmenter.state_dict() if self.augmenter is not None else None, finished=finished,
             click_rng=self.click_rng.bit_generator.state,
+            difficulty=self.difficulty.state_dict() if self.difficulty is not None else None,
         ).save(self.checkpoint_path())
 
     def model_file(self, iteration: int, validation: Optional[Dict[str, Any]]) -> ModelFile:
@@ -553,6 +558,20 @@ class DinoMixTrainer:
             logits, proj = self.net(batch.image, return_features=True, feature_size=tuple(feats.shape[2:]))
         return logits.float(), proj.float(), feats.float()
 
+    def class_weights(self, logits: torch.Tensor, target: torch.Tensor, gt_mask: torch.Tensor) -> Optional[torch.Tensor]:
+        """``[C]`` class weights of this step's losses (``class_weighting``), or None: DHC's DistDW from the tracked
+        class frequencies, DiffDW from the student's Dice on the ground-truth voxels (``gt_mask``), or their
+        product [ours: DHC gives each to one of its two co-trained networks]."""
+        cfg = self.config
+        if cfg.class_weighting == "none":
+            return None
+        if self.difficulty is None:
+            return distdw_weights(self.tracker.frequencies, cfg.class_weight_floor)
+        scores = self.difficulty.update(logits.detach().argmax(1), target, gt_mask)
+        if cfg.class_weighting == "distdw_diffdw":
+            scores = distdw_weights(self.tracker.frequencies, 0.0) * scores
+        return floor_mean_one(scores, cfg.class_weight_floor)
+
     def compute_loss(self, batch: StudentBatch, logits: torch.Tensor, proj: Optional[torch.Tensor],
                      feats: Optional[torch.Tensor], iteration: int) -> Tuple[torch.Tensor, Dict[str, float]]:
         """Ground truth at weight 1 (labeled rows: ``sup``; GT boxes pasted into unlabeled rows: ``gt_box``),
@@ -560,9 +579,9 @@ class DinoMixTrainer:
         cfg = self.config
         semi_its = iteration - self.warmup_iterations
         ramp = sigmoid_rampup(max(0, semi_its), cfg.rampup_fraction * (cfg.max_iterations - self.warmup_iterations))
-        cw = distdw_weights(self.tracker.frequencies, cfg.class_weight_floor) if cfg.class_weighting == "distdw" else None
         labeled_rows = (torch.arange(batch.image.shape[0], device=self.device) < batch.n_labeled).view(-1, 1, 1, 1)
         regions = {"sup": batch.is_gt & labeled_rows}
+        cw = self.class_weights(logits, batch.target, regions["sup"])
         if batch.image.shape[0] > batch.n_labeled:
             regions["unsup"] = ~batch.is_gt
             if batch.pic:

@@ -250,3 +250,60 @@ def test_class_weighted_terms_equal_the_weighted_definitions():
     assert float(got) == pytest.approx(float(want), rel=1e-5)
     assert float(region_dice_ce_terms(logits, target, None, [region], torch.ones(3))[0]) == pytest.approx(
         float(region_dice_ce_terms(logits, target, None, [region])[0]), rel=1e-6)
+
+
+@pytest.mark.parametrize("scores, floor, expected", [
+    ([10.986, 42.24, 0.5], 0.1, [0.6937, 2.0765, 0.2298]),  # / max, floor, mean 1
+    ([1.0, 1.0], 0.1, [1.0, 1.0]),
+    ([0.0, 0.0, 0.0], 0.5, [1.0, 1.0, 1.0]),  # all zero: no weighting
+    ([0.0, 2.0], 0.0, [0.0, 2.0]),
+])
+def test_floor_mean_one(scores, floor, expected):
+    from dinomix_core.losses import floor_mean_one
+
+    assert floor_mean_one(torch.tensor(scores), floor).tolist() == pytest.approx(expected, abs=1e-4)
+
+
+_TARGET = [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("num_classes, predictions, mask, expected", [
+    # first measurement: no learning history yet, every score 1
+    (3, [[0, 0, 1, 0, 2, 2]], None, [1.0, 1.0, 1.0]),
+    # Dice 0.8 / 0.67 / 1 -> 0.67 / 0 (clamped to 0.01) / 1 with accumulate_iters 2: class 1 collapses and scores
+    # highest, class 0 unlearns a little, class 2 neither learns nor unlearns (ratio 1) at EMA(1 - d) = 0.5
+    (3, [[0, 0, 1, 0, 2, 2], [0, 0, 0, 0, 2, 2]], None, [10.98647, 42.24058, 0.5]),
+    # both classes improve (unlearn 0): low scores; class 3 is never present: never updated, score 1
+    (4, [[0, 0, 1, 0, 2, 2], [0, 0, 1, 1, 2, 2]], None, [0.026869, 0.021528, 0.5, 1.0]),
+    # class 2 collapses outside the mask, so it is never measured (score 1); classes 0 and 1 hold Dice 0.8 / 0.67
+    # (ratio 1) at EMA(1 - d) = 0.6 / 0.67
+    (3, [[0, 0, 1, 0, 2, 2], [0, 0, 1, 0, 0, 0]], [True, True, True, True, False, False], [0.6, 2 / 3, 1.0]),
+])
+def test_difficulty_tracker_scores(num_classes, predictions, mask, expected):
+    """DHC's DiffDW: (unlearn / learn) ** (1/5) * EMA(1 - Dice), by hand for these label vectors."""
+    from dinomix_core.losses import DifficultyTracker
+
+    tracker = DifficultyTracker(num_classes, accumulate_iters=2)
+    m = None if mask is None else torch.tensor(mask)
+    for p in predictions:
+        scores = tracker.update(torch.tensor(p), torch.tensor(_TARGET), m)
+    assert scores.tolist() == pytest.approx(expected, rel=1e-4)
+
+
+def test_difficulty_tracker_state_round_trip_and_errors():
+    from dinomix_core.losses import DifficultyTracker
+
+    a = DifficultyTracker(3, accumulate_iters=2)
+    a.update(torch.tensor([0, 0, 1, 0, 2, 2]), torch.tensor(_TARGET))
+    b = DifficultyTracker(3, accumulate_iters=2)
+    b.load_state_dict(a.state_dict())
+    step = torch.tensor([0, 0, 0, 0, 2, 2]), torch.tensor(_TARGET)
+    assert torch.equal(a.update(*step), b.update(*step))
+    with pytest.raises(ValueError, match="classes"):
+        DifficultyTracker(4).load_state_dict(a.state_dict())
+    with pytest.raises(ValueError, match="one shape"):
+        a.update(torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
+    for kwargs in ({"num_classes": 1}, {"num_classes": 3, "accumulate_iters": 0}, {"num_classes": 3, "alpha": 0.0},
+                   {"num_classes": 3, "min_dice": 0.0}):
+        with pytest.raises(ValueError):
+            DifficultyTracker(**kwargs)

@@ -145,8 +145,9 @@ def test_live_teacher_has_no_cache_and_is_frozen(phantoms, tiny_teacher, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- resume / warm start
-def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path):
-    config = tiny_config(max_iterations=6)
+@pytest.mark.parametrize("class_weighting", ["none", "distdw_diffdw"])  # DiffDW's tracker state is resumed too
+def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path, class_weighting):
+    config = tiny_config(max_iterations=6, class_weighting=class_weighting)
     out = tmp_path / "run"
     calls = {"n": 0}
 
@@ -427,6 +428,38 @@ def test_clean_labeled_loss_adds_the_unmixed_labeled_patches(phantoms, tmp_path)
     trainer.model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     logs = trainer.train_step(0)
     assert seen == [3] and {"sup", "unsup", "gt_box"} <= set(logs)  # clean labeled + mixed labeled + mixed unlabeled
+
+
+@pytest.mark.parametrize("weighting", ["distdw", "diffdw", "distdw_diffdw"])
+def test_class_weights_of_a_step(phantoms, tmp_path, weighting):
+    """DistDW from the tracked frequencies, DiffDW from the student's Dice on the ground-truth voxels, or both."""
+    from dinomix_core.losses import DifficultyTracker, distdw_weights, floor_mean_one
+
+    config = tiny_config(max_iterations=2, class_weighting=weighting, use_fkd=False, teacher="none")
+    trainer = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "w"), device="cpu")
+    assert (trainer.difficulty is None) == (weighting == "distdw")
+    seen = []
+    trainer.class_weights = lambda *a, _f=trainer.class_weights: seen.append((a, _f(*a))) or seen[-1][1]
+    trainer.train_step(0)
+    (logits, target, gt_mask), weights = seen[0]
+    assert gt_mask.shape == target.shape and gt_mask.any() and not gt_mask.all()  # the labeled rows' GT voxels
+    freq = trainer.tracker.frequencies
+    if weighting == "distdw":
+        expected = distdw_weights(freq, config.class_weight_floor)
+    else:
+        fresh = DifficultyTracker(config.out_channels, config.diffdw_accumulate_iters)
+        scores = fresh.update(logits.argmax(1), target, gt_mask)
+        assert torch.equal(trainer.difficulty.seen, fresh.seen) and trainer.difficulty.seen.any()
+        expected = floor_mean_one(scores * (distdw_weights(freq, 0.0) if weighting == "distdw_diffdw" else 1.0),
+                                  config.class_weight_floor)
+    assert torch.allclose(weights, expected) and weights.mean().item() == pytest.approx(1.0)
+
+
+def test_unknown_class_weighting_is_refused():
+    with pytest.raises(ValueError, match="class_weighting"):
+        tiny_config(class_weighting="focal")
+    with pytest.raises(ValueError, match="diffdw_accumulate_iters"):
+        tiny_config(diffdw_accumulate_iters=0)
 
 
 @pytest.mark.parametrize("lcc", [False, True])
