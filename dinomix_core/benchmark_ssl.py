@@ -510,17 +510,21 @@ def markdown(results: Dict[str, Any]) -> str:
     d = results["data"]
     over = results.get("overrides") or {}
     sets = "; `--set` " + ", ".join(f"{k}={json.dumps(v)}" for k, v in over.items()) if over else ""
+    # a row trained to another budget than the rest (assembled from separate runs) says so
+    by = results.get("iterations_by_method") or {}
+    budgets = " (" + ", ".join(f"{m}: {n}" for m, n in by.items()) + ")" if by else ""
     lines = [
         "# Semi-supervised benchmark (SYNTHETIC phantoms)", "",
         f"{d['labeled']} labeled ({d['labeled_protocol']}), {d['unlabeled']} unlabeled, {d['validation']} validation, "
         f"{d['test']} test volumes ({d['other_protocol']}), {tuple(d['shape'])} at {tuple(d['spacing_mm'])} mm; "
-        f"{results['iterations']} iterations, model selected on validation; seeds {results['seeds']}; "
+        f"{results['iterations']} iterations{budgets}, model selected on validation; seeds {results['seeds']}; "
         f"teacher `{results['teacher']}`{sets}. Dice in percent, mean +- std over seeds.", "",
         "| method | mean Dice | small organs | " + " | ".join(ORGAN_ABBREVIATIONS) + " |",
         "|---|---|---|" + "---|" * len(ORGAN_ABBREVIATIONS),
     ]
     for m, r in results["methods"].items():
-        lines.append(f"| {m} | {r['mean_dice']:.1f} +- {r['mean_dice_std']:.1f} | {r['small_organ_dice']:.1f} +- "
+        name = f"{m} ({by[m]} iterations)" if m in by else m
+        lines.append(f"| {name} | {r['mean_dice']:.1f} +- {r['mean_dice_std']:.1f} | {r['small_organ_dice']:.1f} +- "
                      f"{r['small_organ_dice_std']:.1f} | " + " | ".join(f"{r['per_organ'][o]:.1f}" for o in ORGANS) + " |")
     return "\n".join(lines) + "\n" + _real_markdown(results)
 

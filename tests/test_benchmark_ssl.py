@@ -149,6 +149,11 @@ def test_ssl_benchmark_records_its_overrides(tmp_path, one_thread):
     assert saved["overrides"] == {"max_iterations": 2, "pic_box_fraction": [0.5, 0.5, 0.5]}
     assert [p["iteration"] for p in saved["methods"]["supervised"]["runs"][0]["validation_curve"]] == [2]
     assert "`--set` max_iterations=2, pic_box_fraction=[0.5, 0.5, 0.5]" in (tmp_path / "ssl_benchmark.md").read_text()
+    # a row assembled from runs at another budget names it, in the heading and in its row
+    from dinomix_core.benchmark_ssl import markdown
+
+    md = markdown(dict(saved, iterations_by_method={"supervised": 6}))
+    assert "2 iterations (supervised: 6), model selected" in md and "| supervised (6 iterations) | " in md
 
 
 def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
