@@ -105,7 +105,8 @@ class Scale:
     val_interval: int
 
 
-#: ``default``: the 2-core CPU main table (4 methods, about 55 minutes per seed on 2 cores); ``quick``: a smoke
+#: ``default``: the 2-core CPU main table (4 methods, about 75 minutes per seed on 2 cores with DINO-Mix trained
+#: to 6000 iterations, ``--set max_iterations=6000``); ``quick``: a smoke
 #: run; ``full``: for a GPU.
 SCALES: Dict[str, Scale] = {
     "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500),
