@@ -103,13 +103,20 @@ class Scale:
     patch: Tuple[int, int, int]
     iterations: int
     val_interval: int
+    #: methods trained to another budget than ``iterations``, as ``((method, iterations), ...)``
+    method_iterations: Tuple[Tuple[str, int], ...] = ()
+
+    def iterations_of(self, method: str) -> int:
+        """The method's training budget at this scale."""
+        return dict(self.method_iterations).get(method, self.iterations)
 
 
-#: ``default``: the 2-core CPU main table (4 methods, about 75 minutes per seed on 2 cores with DINO-Mix trained
-#: to 6000 iterations, ``--set max_iterations=6000``); ``quick``: a smoke
+#: ``default``: the 2-core CPU main table (4 methods, about 75 minutes per seed on 2 cores). DINO-Mix is trained
+#: 6000 iterations, the rest 4000: at 4000 DINO-Mix still selected its last checkpoint in every seed while the
+#: baselines had peaked (benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds.md). ``quick``: a smoke
 #: run; ``full``: for a GPU.
 SCALES: Dict[str, Scale] = {
-    "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500),
+    "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 6000),)),
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
     "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
 }
@@ -244,7 +251,7 @@ def method_config(method: str, scale: Scale, seed: int, teacher: str = "none",
                   overrides: Optional[Dict[str, Any]] = None) -> DinoMixConfig:
     """The configuration of one run: the ``cpu`` preset at ``scale``, the method's settings, then ``overrides``."""
     return _preset(
-        method, overrides, seed=seed, max_iterations=scale.iterations, patch_size=scale.patch,
+        method, overrides, seed=seed, max_iterations=scale.iterations_of(method), patch_size=scale.patch,
         target_spacing=scale.spacing, teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1,
         val_interval=scale.val_interval,
         sw_roi_size=(0, 0, 0),  # windows of the training patch, as every recorded result of this benchmark
@@ -418,6 +425,9 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                  overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     methods = aggregate(runs)
     head = {k: methods[k]["mean_dice"] for k in ("supervised", "supervised_all") if k in methods}
+    iterations = (overrides or {}).get("max_iterations", sc.iterations)
+    by_method = {} if "max_iterations" in (overrides or {}) else {
+        m: sc.iterations_of(m) for m in runs if sc.iterations_of(m) != iterations}
     return {
         "benchmark": "ssl (SYNTHETIC phantoms, dinomix_core.benchmark_ssl)",
         "command": "dinomix " + " ".join(sys.argv[1:]),
@@ -425,7 +435,8 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                                  "test": sc.n_test, "shape": list(sc.shape), "spacing_mm": list(sc.spacing),
                                  "labeled_protocol": "narrow (portal phase, noise 10-20 HU)",
                                  "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)"},
-        "iterations": (overrides or {}).get("max_iterations", sc.iterations), "patch_size": list(sc.patch),
+        "iterations": iterations, **({"iterations_by_method": by_method} if by_method else {}),
+        "patch_size": list(sc.patch),
         "val_interval": sc.val_interval,
         "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides or {}), "teacher": teacher,
         # every seed with a run in the file (a --resume run adds its seeds to the earlier ones)

@@ -70,6 +70,20 @@ def test_overrides_come_last_in_a_method_config():
     assert results_dict({}, sc, "quick", [0], "none")["iterations"] == sc.iterations
 
 
+def test_dinomix_trains_longer_at_the_default_scale():
+    """DINO-Mix's own budget at the default scale, recorded per method; ``--set max_iterations`` sets every run's."""
+    sc = SCALES["default"]
+    assert [method_config(m, sc, 0).max_iterations for m in ("supervised", "mean_teacher", "dinomix",
+                                                              "dinomix_no_pic")] == [4000, 4000, 6000, 4000]
+    assert method_config("dinomix", sc, 0, overrides={"max_iterations": 10}).max_iterations == 10
+    assert method_config("dinomix", SCALES["quick"], 0).max_iterations == SCALES["quick"].iterations
+    runs = {"supervised": [], "dinomix": []}
+    res = results_dict(runs, sc, "default", [0], "none")
+    assert (res["iterations"], res["iterations_by_method"]) == (4000, {"dinomix": 6000})
+    assert "iterations_by_method" not in results_dict(runs, sc, "default", [0], "none", {"max_iterations": 10})
+    assert "iterations_by_method" not in results_dict({"supervised": []}, sc, "default", [0], "none")
+
+
 def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     from dinomix_core import cli
 
