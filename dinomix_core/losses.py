@@ -254,8 +254,6 @@ def distdw_weights(frequencies: torch.Tensor, floor: float = 0.1) -> torch.Tenso
     """
     if frequencies.ndim != 1 or frequencies.numel() < 2:
         raise ValueError(f"frequencies must be a [C] vector with C >= 2, got shape {tuple(frequencies.shape)}.")
-    if not 0.0 <= floor <= 1.0:
-        raise ValueError(f"floor must be in [0, 1], got {floor}.")
     f = frequencies.float().clamp_min(1e-8)
     return floor_mean_one(torch.log(f.max() / f), floor)
 
@@ -298,9 +296,8 @@ class DifficultyTracker:
 
     @property
     def scores(self) -> torch.Tensor:
-        """``[C]`` float32 difficulty scores (ones before any update; not normalised)."""
-        if not bool(self.seen.any()):
-            return torch.ones(self.num_classes)
+        """``[C]`` float32 difficulty scores, not normalised; a class not yet stepped scores 1 (its learn and
+        unlearn are 0, its EMA(1 - d) starts at 1)."""
         ratio = (self.unlearn + 1e-8) / (self.learn + 1e-8)
         return (ratio ** (1.0 / self.alpha) * self.dice_weight).float()
 
