@@ -404,13 +404,17 @@ def _run_parallel(jobs: Sequence[Tuple[str, int]], workers: int, announce: Calla
 
 
 def _check_resumable(existing: Dict[str, Any], scale: str, teacher: str, overrides: Dict[str, Any]) -> None:
-    """Raise ``ValueError`` unless the runs in ``existing`` were made with this run's scale, teacher, recipe and
-    overrides (runs made otherwise must not be averaged with new ones)."""
+    """Raise ``ValueError`` unless the runs in ``existing`` were made with this run's scale, teacher, recipe,
+    overrides and per-method budget (runs made otherwise must not be averaged with new ones)."""
     if "methods" not in existing:  # a file holding only the real-CT check: no phantom runs to keep
         return
     want = {"scale": scale, "teacher": teacher, "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides)}
     have = {"scale": existing.get("scale"), "teacher": existing.get("teacher"), "recipe": existing.get("recipe"),
             "overrides": dict(existing.get("overrides") or {})}
+    if "iterations" in existing and scale in SCALES:
+        kept = sorted(existing["methods"])
+        want["budget"] = {m: overrides.get("max_iterations", SCALES[scale].iterations_of(m)) for m in kept}
+        have["budget"] = {m: (existing.get("iterations_by_method") or {}).get(m, existing["iterations"]) for m in kept}
     differ = [k for k in want if have[k] != want[k]]
     if differ:
         what = "; ".join(f"{k} {have[k]!r} there, {want[k]!r} now" for k in differ)

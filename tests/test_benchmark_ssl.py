@@ -108,6 +108,11 @@ _MADE = {"methods": {}, "scale": "default", "teacher": "none", "recipe": {k: lis
     ({"recipe": dict(_MADE["recipe"], confidence_threshold=0.9)}, "recipe"),
     ({"overrides": {"warmup_fraction": 0.0}}, "overrides"),
     ({"methods": None, "scale": "quick"}, None),  # only a real-CT check in the file: nothing to average with
+    # each method's budget: DINO-Mix trains 6000 iterations at the default scale, the baselines 4000
+    ({"iterations": 4000, "methods": {"supervised": {}}}, None),
+    ({"iterations": 4000, "iterations_by_method": {"dinomix": 6000}, "methods": {"dinomix": {}}}, None),
+    ({"iterations": 4000, "methods": {"dinomix": {}}}, "budget"),  # a file from before the per-method budget
+    ({"iterations": 6000, "methods": {"supervised": {}}}, "budget"),
 ])
 def test_resume_refuses_runs_made_differently(changed, differs):
     existing = {k: v for k, v in {**_MADE, **changed}.items() if v is not None}
