@@ -33,7 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dinomix_core.config import ORGANS  # noqa: E402
+from dinomix_core.config import ORGANS, RECIPE  # noqa: E402
 from dinomix_core.data import case_id_from_path  # noqa: E402
 from dinomix_core.evaluation import evaluate_case  # noqa: E402
 from dinomix_core.inference import Predictor  # noqa: E402
@@ -181,6 +181,7 @@ def main(argv: Optional[list] = None) -> int:
     ref = np.asarray(ref_img.dataobj).astype(np.uint8)
     spacing = tuple(float(z) for z in ref_img.header.get_zooms()[:3])
     out = Path(args.output)
+    request = TrainRequest.from_request({} if args.retrain_iterations is None else {"max_iterations": args.retrain_iterations})
     results: Dict[str, Any] = {
         "command": "python benchmarks/real_ct.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "data": "ts_example: real abdominal CT 122x101x112 at 3 mm, labels TotalSegmentator output",
@@ -188,8 +189,9 @@ def main(argv: Optional[list] = None) -> int:
         "starter_iterations": args.starter_iterations,
         "starter_phantoms": args.phantoms,
         "starter_phantom_share": args.phantom_share if args.phantoms else None,
-        "retrain_options": TrainRequest.from_request(
-            {} if args.retrain_iterations is None else {"max_iterations": args.retrain_iterations}).to_dict(),
+        "retrain_options": request.to_dict(),
+        # the semi-supervised recipe the Retrain's preset carries (dinomix_core.config.RECIPE)
+        "retrain_recipe": {k: getattr(request.to_config(), k) for k in RECIPE},
         "targets": TARGETS,
         "organs": list(ORGANS),
         "runs": {},

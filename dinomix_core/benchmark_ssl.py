@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from .artifacts import atomic_write
-from .config import DinoMixConfig, get_preset
+from .config import RECIPE, DinoMixConfig, get_preset
 from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 from .phantoms import NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
@@ -55,19 +55,12 @@ logger = logging.getLogger(__name__)
 #: the labeled volumes' protocol and everyone else's (unlabeled, validation, test): see dinomix_core.phantoms
 NARROW, WIDE = NARROW_VARIATION, WIDE_VARIATION
 
-#: The semi-supervised recipe (docs/method.md, "Recipe"): every entry a DinoMixConfig field. No supervised
-#: warm-up: over seeds 0-2 DINO-Mix validated 30.1 without it against 28.6 with ``WARMUP``
-#: (benchmarks/results/2026-12-04-ssl-no-warmup.md). Pseudo-labels kept to each organ's largest connected
-#: component: 30.5 against 30.1 (benchmarks/results/2026-12-04-ssl-pseudo-label-lcc.md).
-RECIPE: Dict[str, Any] = dict(
-    consistency_weight=1.0, rampup_fraction=1.0, confidence_threshold=0.8, warmup_fraction=0.0,
-    clean_labeled_loss=True, class_weighting="distdw", pic_shared_box=True, pic_box_fraction=(0.67, 0.67, 0.67),
-    pseudo_label_lcc=True,
-)
 #: The recipe the mean teacher baseline and the ablation rows were measured on: RECIPE before
 #: ``pseudo_label_lcc`` joined it. Each row is what was run; ``dinomix_no_lcc`` is DINO-Mix on it.
 _MEASURED = dict(RECIPE, pseudo_label_lcc=False)
-_SUP = dict(use_pic=False, use_consistency=False, use_fkd=False)
+#: supervised-only: no unlabeled losses, and no class weights (the rows were measured without them; the ``cpu``
+#: preset's recipe has them)
+_SUP = dict(use_pic=False, use_consistency=False, use_fkd=False, class_weighting="none")
 #: BCP's supervised warm-up, as a fraction of the run: the mean teacher baseline keeps it, DINO-Mix's ablation adds it
 WARMUP = 0.2
 

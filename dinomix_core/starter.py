@@ -51,9 +51,10 @@ STARTER_PHANTOM_SEED = 20_000
 
 
 def starter_config(seed: int = 0, iterations: int = STARTER_ITERATIONS) -> DinoMixConfig:
-    """The starter recipe: the ``cpu`` preset, supervised-only, ``iterations`` and ``seed``, no validation set."""
+    """The starter recipe: the ``cpu`` preset, supervised-only without class weights (as the shipped starter was
+    trained), ``iterations`` and ``seed``, no validation set."""
     return get_preset("cpu", max_iterations=int(iterations), seed=int(seed), val_interval=0, use_pic=False,
-                      use_consistency=False)
+                      use_consistency=False, class_weighting="none")
 
 
 def starter_phantoms(folder: str, n: int = STARTER_PHANTOMS) -> List[Tuple[Path, Path]]:

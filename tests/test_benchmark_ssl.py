@@ -49,13 +49,20 @@ def test_only_the_mean_teacher_and_the_warmup_ablation_have_a_supervised_warmup(
 
 
 @pytest.mark.parametrize("method, lcc", [("dinomix", True), ("dinomix_no_lcc", False), ("mean_teacher", False),
-                                         ("dinomix_no_pic", False), ("dinomix_warmup", False), ("supervised", False)])
+                                         ("dinomix_no_pic", False), ("dinomix_warmup", False)])
 def test_only_dinomix_keeps_pseudo_labels_to_their_largest_component(method, lcc):
     """The recipe has pseudo_label_lcc; the baseline and the ablation rows stay as they were measured."""
     assert method_config(method, SCALES["quick"], 0).pseudo_label_lcc is lcc
     if method.startswith("dinomix_no_"):  # each ablation differs from dinomix_no_lcc in its one component only
         base, abl = (method_config(m, SCALES["quick"], 0).to_dict() for m in ("dinomix_no_lcc", method))
         assert len({k for k in base if base[k] != abl[k]}) == (0 if method == "dinomix_no_lcc" else 1)
+
+
+@pytest.mark.parametrize("method", ["supervised", "supervised_all", "supervised_no_augment"])
+def test_supervised_rows_train_without_class_weights(method):
+    """The cpu preset carries the recipe's class weights; the supervised rows were measured without them."""
+    cfg = method_config(method, SCALES["default"], 0)
+    assert (cfg.class_weighting, cfg.use_pic, cfg.use_consistency) == ("none", False, False)
 
 
 def test_overrides_come_last_in_a_method_config():

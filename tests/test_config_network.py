@@ -150,6 +150,10 @@ def test_cpu_preset_values():
     assert c.teacher == "none" and not c.fkd_enabled
     assert c.replace(teacher="/some/dinov3").fkd_enabled
     assert not c.replace(teacher="/some/dinov3", use_fkd=False).fkd_enabled
+    # DINO-Mix's semi-supervised recipe, chosen on the SYNTHETIC benchmark's validation split
+    assert (c.consistency_weight, c.rampup_fraction, c.confidence_threshold, c.warmup_fraction) == (1.0, 1.0, 0.8, 0.0)
+    assert (c.class_weighting, c.pic_shared_box, c.pic_box_fraction) == ("distdw", True, (0.67, 0.67, 0.67))
+    assert c.clean_labeled_loss and c.pseudo_label_lcc
 
 
 def test_paper_preset_values():
@@ -162,6 +166,10 @@ def test_paper_preset_values():
     assert (c.batch_size_labeled, c.batch_size_unlabeled) == (2, 2)
     assert c.channels == (32, 64, 128, 256, 512)
     assert len(c.strides) == len(c.channels) - 1
+    # the baselines' settings (DHC, BCP): the recipe was never measured on this preset
+    assert (c.consistency_weight, c.rampup_fraction, c.confidence_threshold) == (0.1, 0.4, 0.7)
+    assert (c.class_weighting, c.pic_shared_box, c.pic_box_fraction) == ("none", False, (0.5, 0.5, 0.5))
+    assert not (c.clean_labeled_loss or c.pseudo_label_lcc)
 
 
 def test_get_preset_overrides_and_none_is_ignored():

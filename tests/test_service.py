@@ -49,6 +49,8 @@ def test_defaults_are_refined_not_replaced():
 
 @pytest.mark.parametrize("request_, fields", [
     ({}, dict(preset="cpu", max_iterations=200, val_interval=50, use_pic=True, teacher="none", seed=0)),
+    # the app's Retrain trains DINO-Mix's recipe (the cpu preset's)
+    ({}, dict(class_weighting="distdw", pic_shared_box=True, clean_labeled_loss=True, confidence_threshold=0.8)),
     ({"max_iterations": 20, "seed": 3}, dict(max_iterations=20, val_interval=20, seed=3)),
     ({"preset": "paper", "max_iterations": 400}, dict(preset="paper", max_iterations=400, val_interval=200,
                                                       optimizer="sgd")),

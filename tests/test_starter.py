@@ -146,3 +146,12 @@ def test_starter_phantoms_are_fixed_files_with_a_tall_field_of_view_and_every_ph
     assert phases == {"arterial", "native"}  # not only the sample phantoms' portal phase
     with pytest.raises(ValueError, match=">= 0"):
         starter.starter_phantoms(str(tmp_path / "c"), -1)
+
+
+def test_starter_recipe_is_supervised_without_class_weights():
+    """The shipped starter was trained supervised-only without class weights; the cpu preset's recipe has them."""
+    from dinomix_core.starter import starter_config
+
+    cfg = starter_config(seed=3, iterations=10)
+    assert (cfg.use_pic, cfg.use_consistency, cfg.class_weighting) == (False, False, "none")
+    assert (cfg.seed, cfg.max_iterations, cfg.val_interval, cfg.preset) == (3, 10, 0, "cpu")

@@ -307,7 +307,9 @@ def test_supervised_only_config(phantoms, tmp_path):
         (dict(use_pic=False, use_consistency=False), (1, 1), False, 2),
         (dict(use_pic=False, use_consistency=False), (2, 0), False, 2),
         # semi-supervised: the labeled and the unlabeled patches
-        (dict(use_pic=True, use_consistency=True), (1, 1), True, 2),
+        (dict(use_pic=True, use_consistency=True, clean_labeled_loss=False), (1, 1), True, 2),
+        # the recipe (the cpu preset): the clean labeled patch beside the two mixed ones
+        (dict(use_pic=True, use_consistency=True), (1, 1), True, 3),
         (dict(use_pic=False, use_consistency=True), (2, 1), True, 3),
         # no unlabeled batch: supervised on the labeled batch
         (dict(use_pic=True, use_consistency=True), (1, 0), False, 1),
