@@ -58,9 +58,9 @@ NARROW, WIDE = NARROW_VARIATION, WIDE_VARIATION
 #: The recipe the mean teacher baseline and the ablation rows were measured on: RECIPE before
 #: ``pseudo_label_lcc`` joined it. Each row is what was run; ``dinomix_no_lcc`` is DINO-Mix on it.
 _MEASURED = dict(RECIPE, pseudo_label_lcc=False)
-#: supervised-only: no unlabeled losses, and no class weights (the rows were measured without them; the ``cpu``
-#: preset's recipe has them)
-_SUP = dict(use_pic=False, use_consistency=False, use_fkd=False, class_weighting="none")
+#: supervised-only: no unlabeled losses; the ``cpu`` preset's class weights, which need no unlabeled data
+#: (benchmarks/results/2026-12-05-ssl-supervised-class-weights.md: the stronger baseline on validation)
+_SUP = dict(use_pic=False, use_consistency=False, use_fkd=False)
 #: BCP's supervised warm-up, as a fraction of the run: the mean teacher baseline keeps it, DINO-Mix's ablation adds it
 WARMUP = 0.2
 

@@ -59,10 +59,10 @@ def test_only_dinomix_keeps_pseudo_labels_to_their_largest_component(method, lcc
 
 
 @pytest.mark.parametrize("method", ["supervised", "supervised_all", "supervised_no_augment"])
-def test_supervised_rows_train_without_class_weights(method):
-    """The cpu preset carries the recipe's class weights; the supervised rows were measured without them."""
+def test_supervised_rows_train_with_the_recipes_class_weights(method):
+    """The class weights need no unlabeled data: the supervised baseline has them (the stronger one on validation)."""
     cfg = method_config(method, SCALES["default"], 0)
-    assert (cfg.class_weighting, cfg.use_pic, cfg.use_consistency) == ("none", False, False)
+    assert (cfg.class_weighting, cfg.use_pic, cfg.use_consistency) == ("distdw", False, False)
 
 
 def test_overrides_come_last_in_a_method_config():
