@@ -535,6 +535,10 @@ def markdown(results: Dict[str, Any]) -> str:
         name = f"{m} ({by[m]} iterations)" if m in by else m
         lines.append(f"| {name} | {r['mean_dice']:.1f} +- {r['mean_dice_std']:.1f} | {r['small_organ_dice']:.1f} +- "
                      f"{r['small_organ_dice_std']:.1f} | " + " | ".join(f"{r['per_organ'][o]:.1f}" for o in ORGANS) + " |")
+    # how a row was made where it differs from the rest (assembled results say so in ``notes``)
+    notes = results.get("notes") or {}
+    if notes:
+        lines += ["", "Notes:"] + [f"- {k}: {v}" for k, v in notes.items()]
     return "\n".join(lines) + "\n" + _real_markdown(results)
 
 

@@ -180,6 +180,10 @@ def test_ssl_benchmark_records_its_overrides(tmp_path, one_thread):
 
     md = markdown(dict(saved, iterations_by_method={"supervised": 6}))
     assert "2 iterations (supervised: 6), model selected" in md and "| supervised (6 iterations) | " in md
+    # notes on how a row was made reach the markdown; none, no section
+    assert "Notes:" not in md
+    md = markdown(dict(saved, notes={"supervised_all": "without class weights"}))
+    assert md.split("\n| supervised | ")[1].split("\n")[2:4] == ["Notes:", "- supervised_all: without class weights"]
 
 
 def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
