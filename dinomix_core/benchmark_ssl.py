@@ -104,12 +104,12 @@ class Scale:
         return dict(self.method_iterations).get(method, self.iterations)
 
 
-#: ``default``: the 2-core CPU main table (4 methods, about 75 minutes per seed on 2 cores). DINO-Mix is trained
-#: 6000 iterations, the rest 4000: at 4000 DINO-Mix still selected its last checkpoint in every seed while the
-#: baselines had peaked (benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds.md). ``quick``: a smoke
+#: ``default``: the 2-core CPU main table. DINO-Mix is trained 9000 iterations, the rest 4000: at 4000 and again at
+#: 6000 DINO-Mix selected its last checkpoint in every seed while the baselines had peaked
+#: (benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds.md, 2026-12-05-ssl-dinomix-9000.md). ``quick``: a smoke
 #: run; ``full``: for a GPU.
 SCALES: Dict[str, Scale] = {
-    "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 6000),)),
+    "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
     "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
 }

@@ -81,12 +81,12 @@ def test_dinomix_trains_longer_at_the_default_scale():
     """DINO-Mix's own budget at the default scale, recorded per method; ``--set max_iterations`` sets every run's."""
     sc = SCALES["default"]
     assert [method_config(m, sc, 0).max_iterations for m in ("supervised", "mean_teacher", "dinomix",
-                                                              "dinomix_no_pic")] == [4000, 4000, 6000, 4000]
+                                                              "dinomix_no_pic")] == [4000, 4000, 9000, 4000]
     assert method_config("dinomix", sc, 0, overrides={"max_iterations": 10}).max_iterations == 10
     assert method_config("dinomix", SCALES["quick"], 0).max_iterations == SCALES["quick"].iterations
     runs = {"supervised": [], "dinomix": []}
     res = results_dict(runs, sc, "default", [0], "none")
-    assert (res["iterations"], res["iterations_by_method"]) == (4000, {"dinomix": 6000})
+    assert (res["iterations"], res["iterations_by_method"]) == (4000, {"dinomix": 9000})
     assert "iterations_by_method" not in results_dict(runs, sc, "default", [0], "none", {"max_iterations": 10})
     assert "iterations_by_method" not in results_dict({"supervised": []}, sc, "default", [0], "none")
 
@@ -115,9 +115,10 @@ _MADE = {"methods": {}, "scale": "default", "teacher": "none", "recipe": {k: lis
     ({"recipe": dict(_MADE["recipe"], confidence_threshold=0.9)}, "recipe"),
     ({"overrides": {"warmup_fraction": 0.0}}, "overrides"),
     ({"methods": None, "scale": "quick"}, None),  # only a real-CT check in the file: nothing to average with
-    # each method's budget: DINO-Mix trains 6000 iterations at the default scale, the baselines 4000
+    # each method's budget: DINO-Mix trains 9000 iterations at the default scale, the baselines 4000
     ({"iterations": 4000, "methods": {"supervised": {}}}, None),
-    ({"iterations": 4000, "iterations_by_method": {"dinomix": 6000}, "methods": {"dinomix": {}}}, None),
+    ({"iterations": 4000, "iterations_by_method": {"dinomix": 9000}, "methods": {"dinomix": {}}}, None),
+    ({"iterations": 4000, "iterations_by_method": {"dinomix": 6000}, "methods": {"dinomix": {}}}, "budget"),
     ({"iterations": 4000, "methods": {"dinomix": {}}}, "budget"),  # a file from before the per-method budget
     ({"iterations": 6000, "methods": {"supervised": {}}}, "budget"),
 ])
