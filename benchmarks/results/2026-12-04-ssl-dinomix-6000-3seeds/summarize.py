@@ -3,7 +3,7 @@
     python benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds/summarize.py
 
 Reads ``seed{0,1,2}.json`` (each ``dinomix benchmark ssl --methods dinomix --seeds S --set max_iterations=6000``)
-and the 4000-iteration DINO-Mix runs from ``../ssl_benchmark.json``; prints the best validation Dice per seed (the
+and the 4000-iteration DINO-Mix runs from ``before.json`` (the results file before these runs); prints the best validation Dice per seed (the
 rule's quantity) and the test Dice of the model selected on validation (reported, not used). Writes
 ``summary.json``.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MARGIN = 0.3  # the rule: at least this much above the 4000-iteration runs' mean best validation Dice
-current = json.loads((HERE.parent / "ssl_benchmark.json").read_text())
+current = json.loads((HERE / "before.json").read_text())
 base = {r["seed"]: r for r in current["methods"]["dinomix"]["runs"]}
 longer = {}
 for s in (0, 1, 2):

@@ -3,7 +3,7 @@
     python benchmarks/results/2026-12-05-ssl-dinomix-9000/summarize.py
 
 Reads ``seed{0,1,2}.json`` (each ``dinomix benchmark ssl --methods dinomix --seeds S --set max_iterations=9000``)
-and the 6000-iteration DINO-Mix runs from ``../ssl_benchmark.json``; prints the best validation Dice per seed (the
+and the 6000-iteration DINO-Mix runs from ``before.json`` (the results file before these runs); prints the best validation Dice per seed (the
 rule's quantity) and the test Dice of the model selected on validation (reported, not used). Writes
 ``summary.json``.
 """
@@ -15,9 +15,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 MARGIN = 0.3  # the rule: at least this much above the 6000-iteration runs' mean best validation Dice
 BUDGET = 9000
-current = json.loads((HERE.parent / "ssl_benchmark.json").read_text())
+current = json.loads((HERE / "before.json").read_text())
 base = {r["seed"]: r for r in current["methods"]["dinomix"]["runs"]}
-assert all(len(r["validation_curve"]) == 12 for r in base.values()), "the table's DINO-Mix row is not the 6000 runs"
+assert all(len(r["validation_curve"]) == 12 for r in base.values()), "before.json's DINO-Mix row is not the 6000 runs"
 longer = {}
 for s in (0, 1, 2):
     f = HERE / f"seed{s}.json"
