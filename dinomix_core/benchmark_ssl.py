@@ -48,7 +48,8 @@ from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 from .phantoms import NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
 
-__all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark", "ssl_main"]
+__all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark", "compare_on_validation",
+           "ssl_main"]
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +353,59 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     results = results_dict(runs, sc, scale, seeds, teacher, overrides)
     write_results(out, results)
     return results
+
+
+def compare_on_validation(baseline: Sequence[Dict[str, Any]], candidate: Sequence[Dict[str, Any]],
+                          margin: float = 0.3, min_seeds_above: int = 2) -> Dict[str, Any]:
+    """The decision rule of a pre-registered change, on the validation split only.
+
+    Each run's quantity is its best validation Dice (the checkpoint the benchmark selects). Runs are paired by
+    seed; the candidate is adopted when its mean over the paired seeds is at least ``margin`` above the baseline's
+    and it is above in at least ``min_seeds_above`` seeds. The test Dice of the selected models is returned beside
+    the rule and decides nothing.
+
+    Args:
+        baseline: the runs of the current row (``ssl_benchmark.json`` ``methods[m]["runs"]``).
+        candidate: the runs of the change, one per seed of ``baseline`` (a seed missing from either is an error:
+            a rule is never judged on part of its runs).
+        margin: Dice points the candidate's mean must gain.
+        min_seeds_above: seeds in which the candidate must be above.
+
+    Raises:
+        ValueError: when the seeds differ, a seed repeats, or a run has no validation curve.
+    """
+    def by_seed(runs: Sequence[Dict[str, Any]], what: str) -> Dict[int, Dict[str, Any]]:
+        out = {r["seed"]: r for r in runs}
+        if len(out) != len(runs):
+            raise ValueError(f"{what}: a seed appears twice ({[r['seed'] for r in runs]}).")
+        for s, r in out.items():
+            if not r.get("validation_curve"):
+                raise ValueError(f"{what}: seed {s} has no validation curve.")
+        return out
+
+    base, cand = by_seed(baseline, "baseline"), by_seed(candidate, "candidate")
+    if sorted(base) != sorted(cand) or not base:
+        raise ValueError(f"the rule pairs runs by seed: baseline seeds {sorted(base)}, candidate seeds {sorted(cand)}.")
+    if not 0 < min_seeds_above <= len(base):
+        raise ValueError(f"min_seeds_above must be in 1..{len(base)}, got {min_seeds_above}.")
+
+    def best(r: Dict[str, Any]) -> float:
+        return max(c["val_mean_dice"] for c in r["validation_curve"])
+
+    seeds = sorted(base)
+    rows = {s: {"val_baseline": best(base[s]), "val_candidate": best(cand[s]),
+                "selected_candidate": cand[s].get("selected_iteration"),
+                "test_baseline": round(base[s]["mean_dice"], 2), "test_candidate": round(cand[s]["mean_dice"], 2),
+                "small_baseline": round(base[s]["small_organ_dice"], 2),
+                "small_candidate": round(cand[s]["small_organ_dice"], 2)} for s in seeds}
+    vb, vc = (float(np.mean([rows[s][k] for s in seeds])) for k in ("val_baseline", "val_candidate"))
+    above = sum(rows[s]["val_candidate"] > rows[s]["val_baseline"] for s in seeds)
+    rule = {"val_mean_baseline": round(vb, 2), "val_mean_candidate": round(vc, 2), "threshold": round(vb + margin, 2),
+            "seeds_above": above, "min_seeds_above": min_seeds_above,
+            "met": bool(vc >= vb + margin - 1e-9 and above >= min_seeds_above)}
+    test = {k: [round(float(f([rows[s][k] for s in seeds])), 2) for f in (np.mean, np.std)]
+            for k in ("test_baseline", "test_candidate", "small_baseline", "small_candidate")}
+    return {"seeds": seeds, "runs": rows, "rule": rule, "test": test}
 
 
 def _semi_supervised(method: str) -> bool:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from dinomix_core.benchmark_ssl import (RECIPE, SCALES, _check_resumable, dice_per_organ, method_config, parse_overrides,
-                                        results_dict)
+from dinomix_core.benchmark_ssl import (RECIPE, SCALES, _check_resumable, compare_on_validation, dice_per_organ,
+                                        method_config, parse_overrides, results_dict)
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -259,3 +259,75 @@ def test_workers_train_runs_in_parallel_processes_with_the_serial_results(tmp_pa
     with pytest.raises(RuntimeError):  # every run fails in its worker: no device "nope"
         run_ssl_benchmark(str(tmp_path / "bad"), seeds=[0], methods=["supervised", "dinomix"], scale="quick",
                           device="nope", workers=2)
+
+
+def _run(seed, val, test=30.0, small=5.0):
+    """A benchmark run with validation curve ``val`` (its best is the rule's quantity)."""
+    return {"seed": seed, "mean_dice": test, "small_organ_dice": small,
+            "selected_iteration": 500 * (1 + val.index(max(val))),
+            "validation_curve": [{"iteration": 500 * (i + 1), "val_mean_dice": v} for i, v in enumerate(val)]}
+
+
+@pytest.mark.parametrize("base, cand, met, threshold, above", [
+    # best validation per seed 30/31/32 (mean 31): the candidate needs >= 31.3 and 2 seeds above
+    ([[30.0], [31.0], [32.0]], [[30.5], [31.5], [32.0]], True, 31.3, 2),  # mean 31.33
+    ([[30.0], [31.0], [32.0]], [[29.0], [31.2], [33.7]], True, 31.3, 2),  # mean 31.3: exactly at the threshold
+    ([[30.0], [31.0], [32.0]], [[29.0], [30.0], [35.0]], False, 31.3, 1),  # mean 31.33 but one seed above
+    ([[30.0], [31.0], [32.0]], [[30.2], [31.2], [32.2]], False, 31.3, 3),  # every seed above, mean 0.2 higher
+    ([[30.0, 25.0], [31.0], [32.0]], [[29.5], [31.1], [32.5]], False, 31.3, 2),  # the best point counts, not the last
+])
+def test_compare_on_validation_applies_the_pre_registered_rule(base, cand, met, threshold, above):
+    out = compare_on_validation([_run(s, v) for s, v in enumerate(base)], [_run(s, v) for s, v in enumerate(cand)])
+    assert out["rule"]["met"] is met
+    assert out["rule"]["threshold"] == pytest.approx(threshold)
+    assert out["rule"]["seeds_above"] == above
+    assert out["seeds"] == [0, 1, 2]
+
+
+def test_compare_on_validation_reports_test_numbers_beside_the_rule():
+    base = [_run(0, [30.0], test=34.0, small=7.0), _run(1, [31.0], test=36.0, small=9.0)]
+    cand = [_run(1, [20.0, 33.0], test=30.0, small=3.0), _run(0, [32.0], test=32.0, small=5.0)]  # any order
+    out = compare_on_validation(base, cand, margin=1.0, min_seeds_above=2)
+    assert out["rule"] == {"val_mean_baseline": 30.5, "val_mean_candidate": 32.5, "threshold": 31.5,
+                           "seeds_above": 2, "min_seeds_above": 2, "met": True}
+    assert out["test"] == {"test_baseline": [35.0, 1.0], "test_candidate": [31.0, 1.0],
+                           "small_baseline": [8.0, 1.0], "small_candidate": [4.0, 1.0]}
+    assert out["runs"][1]["selected_candidate"] == 1000
+
+
+@pytest.mark.parametrize("base_seeds, cand_seeds, kwargs, message", [
+    ([0, 1, 2], [0, 1], {}, "pairs runs by seed"),  # never judged on part of its runs
+    ([0, 1], [0, 0], {}, "appears twice"),
+    ([0, 1], [0, 1], {"min_seeds_above": 3}, "min_seeds_above"),
+    ([], [], {}, "pairs runs by seed"),
+])
+def test_compare_on_validation_rejects(base_seeds, cand_seeds, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compare_on_validation([_run(s, [30.0]) for s in base_seeds], [_run(s, [30.0]) for s in cand_seeds], **kwargs)
+
+
+def test_ssl_rule_script_exit_status_and_summary(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ssl_rule
+
+    def results(runs, overrides):
+        return {"overrides": overrides, "methods": {"dinomix": {"runs": runs}}}
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(results([_run(0, [30.0]), _run(1, [31.0])], {})))
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(results([_run(0, [31.0]), _run(1, [32.0])], {"rampup_fraction": 0.5})))
+    bad.write_text(json.dumps(results([_run(0, [31.0]), _run(1, [32.0])], {"rampup_fraction": 0.4})))
+    out = tmp_path / "summary.json"
+    common = ["--baseline", str(base), "--expect-overrides", '{"rampup_fraction": 0.5}']
+    assert ssl_rule.main(common + ["--runs", str(good), "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["rule"]["met"] is True
+    assert "MET" in capsys.readouterr().out
+    assert ssl_rule.main(common + ["--runs", str(good), "--margin", "2"]) == 1  # mean +1.0 < 2
+    assert ssl_rule.main(common + ["--runs", str(bad), "--output", str(tmp_path / "no.json")]) == 2
+    assert "not {'rampup_fraction': 0.5}" in capsys.readouterr().err
+    assert not (tmp_path / "no.json").exists()
