@@ -45,9 +45,11 @@ def main(argv=None) -> int:
             cand += res["methods"][args.method]["runs"]
         out = compare_on_validation(base, cand, args.margin, args.min_seeds_above)
     except (OSError, KeyError, ValueError) as e:
-        print(f"error: {e!r}" if isinstance(e, KeyError) else f"error: {e}", file=sys.stderr)
+        why = f"a results file has no {e} (not a `dinomix benchmark ssl` result of --method?)" if isinstance(
+            e, KeyError) else str(e)
+        print(f"error: {why}", file=sys.stderr)
         return 2
-    out = {"baseline": args.baseline, "method": args.method, "runs": args.runs, "overrides": expected, **out}
+    out = {"baseline": args.baseline, "method": args.method, "run_files": args.runs, "overrides": expected, **out}
     for s, r in out["runs"].items():
         print(f"seed {s}: validation {r['val_baseline']:.2f} -> {r['val_candidate']:.2f} "
               f"(selected {r['selected_candidate']}); test {r['test_baseline']:.2f} -> {r['test_candidate']:.2f}; "

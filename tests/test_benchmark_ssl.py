@@ -325,8 +325,11 @@ def test_ssl_rule_script_exit_status_and_summary(tmp_path, capsys):
     out = tmp_path / "summary.json"
     common = ["--baseline", str(base), "--expect-overrides", '{"rampup_fraction": 0.5}']
     assert ssl_rule.main(common + ["--runs", str(good), "--output", str(out)]) == 0
-    assert json.loads(out.read_text())["rule"]["met"] is True
+    summary = json.loads(out.read_text())
+    assert summary["rule"]["met"] is True and summary["run_files"] == [str(good)]
     assert "MET" in capsys.readouterr().out
+    assert ssl_rule.main(common + ["--method", "mean_teacher", "--runs", str(good)]) == 2
+    assert "has no 'mean_teacher'" in capsys.readouterr().err
     assert ssl_rule.main(common + ["--runs", str(good), "--margin", "2"]) == 1  # mean +1.0 < 2
     assert ssl_rule.main(common + ["--runs", str(bad), "--output", str(tmp_path / "no.json")]) == 2
     assert "not {'rampup_fraction': 0.5}" in capsys.readouterr().err
