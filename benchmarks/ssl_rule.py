@@ -12,6 +12,10 @@ beside it, the test Dice of the selected models, which decides nothing. A run ma
         --runs DIR_0/ssl_benchmark.json DIR_1/ssl_benchmark.json DIR_2/ssl_benchmark.json \\
         --expect-overrides '{"rampup_fraction": 0.5}' --output benchmarks/results/DATE-NAME/summary.json
 
+With ``--adopt RESULTS_DIR --note TEXT``, a met rule also rewrites ``RESULTS_DIR/ssl_benchmark.json`` (+ .md, chart)
+with the row of ``M`` made of the change's runs and the note saying how
+(:func:`dinomix_core.benchmark_ssl.with_method_runs`); a rule not met changes nothing.
+
 Exit status 0 when the rule is met, 1 when it is not, 2 on bad input.
 """
 import argparse
@@ -21,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dinomix_core.artifacts import atomic_write  # noqa: E402
-from dinomix_core.benchmark_ssl import compare_on_validation  # noqa: E402
+from dinomix_core.benchmark_ssl import compare_on_validation, with_method_runs, write_results  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +37,13 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=float, default=0.3)
     ap.add_argument("--min-seeds-above", type=int, default=2)
     ap.add_argument("--output", help="write the rule, per-seed rows and test numbers here (JSON)")
+    ap.add_argument("--adopt", metavar="RESULTS_DIR", help="if the rule is met, put the runs in this results file")
+    ap.add_argument("--note", help="with --adopt: how the new row was made (required)")
+    ap.add_argument("--iterations", type=int, help="with --adopt: the row's budget, where it differs from the file's")
     args = ap.parse_args(argv)
+    if args.adopt and not args.note:
+        print("error: --adopt needs --note (how the new row was made, shown under the table)", file=sys.stderr)
+        return 2
     try:
         expected = json.loads(args.expect_overrides)
         base = json.loads(Path(args.baseline).read_text())["methods"][args.method]["runs"]
@@ -44,6 +54,9 @@ def main(argv=None) -> int:
                 raise ValueError(f"{f} was made with --set {res.get('overrides')}, not {expected}.")
             cand += res["methods"][args.method]["runs"]
         out = compare_on_validation(base, cand, args.margin, args.min_seeds_above)
+        if args.adopt:
+            target = Path(args.adopt) / "ssl_benchmark.json"
+            adopted = with_method_runs(json.loads(target.read_text()), args.method, cand, args.note, args.iterations)
     except (OSError, KeyError, ValueError) as e:
         why = f"a results file has no {e} (not a `dinomix benchmark ssl` result of --method?)" if isinstance(
             e, KeyError) else str(e)
@@ -60,6 +73,9 @@ def main(argv=None) -> int:
     print("test (decides nothing): " + ", ".join(f"{k} {m:.2f} +- {s:.2f}" for k, (m, s) in out["test"].items()))
     if args.output:
         atomic_write(args.output, json.dumps(out, indent=2))
+    if args.adopt and rule["met"]:
+        write_results(Path(args.adopt), adopted)
+        print(f"{args.method} row of {target} replaced by these runs")
     return 0 if rule["met"] else 1
 
 

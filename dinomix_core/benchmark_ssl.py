@@ -49,7 +49,7 @@ from .phantoms import NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
 
 __all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark", "compare_on_validation",
-           "ssl_main"]
+           "with_method_runs", "ssl_main"]
 
 logger = logging.getLogger(__name__)
 
@@ -406,6 +406,40 @@ def compare_on_validation(baseline: Sequence[Dict[str, Any]], candidate: Sequenc
     test = {k: [round(float(f([rows[s][k] for s in seeds])), 2) for f in (np.mean, np.std)]
             for k in ("test_baseline", "test_candidate", "small_baseline", "small_candidate")}
     return {"seeds": seeds, "runs": rows, "rule": rule, "test": test}
+
+
+def with_method_runs(results: Dict[str, Any], method: str, runs: Sequence[Dict[str, Any]], note: str,
+                     iterations: Optional[int] = None) -> Dict[str, Any]:
+    """``results`` (an ``ssl_benchmark.json``) with the row of ``method`` made of ``runs`` and ``note`` saying how:
+    what an adopted change of a pre-registered rule does to the results file. Every other row is kept as it is.
+
+    Args:
+        results: the results file's content (not modified).
+        method: the row to replace (an existing one).
+        runs: its new runs, one per seed of the results file.
+        note: how the row was made (kept in ``notes``, printed under the table).
+        iterations: the row's budget where it differs from the file's ``iterations``.
+
+    Raises:
+        ValueError: for an unknown row, or runs whose seeds are not the file's.
+    """
+    if method not in results.get("methods", {}):
+        raise ValueError(f"no row {method!r} in the results; rows: {sorted(results.get('methods', {}))}.")
+    seeds = sorted(r["seed"] for r in runs)
+    if seeds != sorted(results["methods"][method]["seeds"]):
+        raise ValueError(f"row {method!r} has seeds {results['methods'][method]['seeds']}, the new runs {seeds}.")
+    out = json.loads(json.dumps(results))
+    out["methods"][method] = aggregate({method: list(runs)})[method]
+    if method in ("supervised", "supervised_all"):
+        key = "supervised_labeled" if method == "supervised" else method
+        out["headroom"][key] = out["methods"][method]["mean_dice"]
+    by = dict(out.get("iterations_by_method") or {})
+    if iterations is not None and iterations != out["iterations"]:
+        by[method] = iterations
+    if by:
+        out["iterations_by_method"] = by
+    out["notes"] = {**(out.get("notes") or {}), method: note}
+    return out
 
 
 def _semi_supervised(method: str) -> bool:

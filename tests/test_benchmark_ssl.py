@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dinomix_core.benchmark_ssl import (RECIPE, SCALES, _check_resumable, compare_on_validation, dice_per_organ,
-                                        method_config, parse_overrides, results_dict)
+                                        method_config, parse_overrides, results_dict, with_method_runs)
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -334,3 +334,61 @@ def test_ssl_rule_script_exit_status_and_summary(tmp_path, capsys):
     assert ssl_rule.main(common + ["--runs", str(bad), "--output", str(tmp_path / "no.json")]) == 2
     assert "not {'rampup_fraction': 0.5}" in capsys.readouterr().err
     assert not (tmp_path / "no.json").exists()
+
+
+def _scored(seed, test, small=5.0):
+    from dinomix_core.labels import ORGANS
+
+    return {**_run(seed, [30.0], test=test, small=small), "per_organ": {o: test for o in ORGANS}}
+
+
+def test_with_method_runs_replaces_one_row_and_keeps_the_rest():
+    res = results_dict({"supervised": [_scored(0, 20.0), _scored(1, 22.0)],
+                        "dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["default"], "default", [0, 1], "none")
+    out = with_method_runs(res, "dinomix", [_scored(1, 35.0, small=9.0), _scored(0, 33.0, small=7.0)], "ramp 0.5",
+                           iterations=9000)
+    assert out["methods"]["dinomix"]["mean_dice"] == 34.0 and out["methods"]["dinomix"]["mean_dice_std"] == 1.0
+    assert out["methods"]["dinomix"]["small_organ_dice"] == 8.0
+    assert out["methods"]["supervised"] == res["methods"]["supervised"]
+    assert out["notes"] == {"dinomix": "ramp 0.5"} and out["iterations_by_method"] == {"dinomix": 9000}
+    assert res["methods"]["dinomix"]["mean_dice"] == 31.0  # the input is not modified
+    sup = with_method_runs(res, "supervised", [_scored(0, 24.0), _scored(1, 26.0)], "again")
+    assert sup["headroom"]["supervised_labeled"] == 25.0
+
+
+@pytest.mark.parametrize("method, seeds, message", [
+    ("mean_teacher", [0, 1], "no row 'mean_teacher'"),
+    ("dinomix", [0], "has seeds"),
+])
+def test_with_method_runs_rejects(method, seeds, message):
+    res = results_dict({"dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["default"], "default", [0, 1], "none")
+    with pytest.raises(ValueError, match=message):
+        with_method_runs(res, method, [_scored(s, 33.0) for s in seeds], "note")
+
+
+def test_ssl_rule_adopt_rewrites_the_results_only_when_the_rule_is_met(tmp_path, capsys):
+    import json
+    import sys
+    from pathlib import Path
+
+    from dinomix_core.benchmark_ssl import write_results
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import ssl_rule
+
+    res = results_dict({"supervised": [_scored(0, 20.0), _scored(1, 22.0)],
+                        "dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["default"], "default", [0, 1], "none")
+    write_results(tmp_path, res)
+    before = (tmp_path / "ssl_benchmark.json").read_text()
+    cand = tmp_path / "cand.json"
+    better = [{**_scored(0, 33.0), "validation_curve": [{"iteration": 500, "val_mean_dice": 31.0}]},
+              {**_scored(1, 35.0), "validation_curve": [{"iteration": 500, "val_mean_dice": 31.0}]}]
+    cand.write_text(json.dumps({"overrides": {}, "methods": {"dinomix": {"runs": better}}}))
+    args = ["--baseline", str(tmp_path / "ssl_benchmark.json"), "--runs", str(cand), "--adopt", str(tmp_path)]
+    assert ssl_rule.main(args) == 2 and "--adopt needs --note" in capsys.readouterr().err
+    assert ssl_rule.main(args + ["--note", "n", "--margin", "2"]) == 1  # +1.0 < 2: nothing changes
+    assert (tmp_path / "ssl_benchmark.json").read_text() == before
+    assert ssl_rule.main(args + ["--note", "ramp 0.5"]) == 0
+    out = json.loads((tmp_path / "ssl_benchmark.json").read_text())
+    assert out["methods"]["dinomix"]["mean_dice"] == 34.0 and out["notes"] == {"dinomix": "ramp 0.5"}
+    assert "dinomix: ramp 0.5" in (tmp_path / "ssl_benchmark.md").read_text()
