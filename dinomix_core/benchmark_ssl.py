@@ -27,6 +27,7 @@ Results: ``OUT/ssl_benchmark.json`` (+ ``.md``, a per-organ chart and validation
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -430,11 +431,9 @@ def with_method_runs(results: Dict[str, Any], method: str, runs: Sequence[Dict[s
     seeds = sorted(r["seed"] for r in runs)
     if seeds != sorted(results["methods"][method]["seeds"]):
         raise ValueError(f"row {method!r} has seeds {results['methods'][method]['seeds']}, the new runs {seeds}.")
-    out = json.loads(json.dumps(results))
+    out = copy.deepcopy(results)
     out["methods"][method] = aggregate({method: list(runs)})[method]
-    if method in ("supervised", "supervised_all"):
-        key = "supervised_labeled" if method == "supervised" else method
-        out["headroom"][key] = out["methods"][method]["mean_dice"]
+    out["headroom"] = headroom(out["methods"])
     by = dict(out.get("iterations_by_method") or {})
     if iterations is not None and iterations != out["iterations"]:
         by[method] = iterations
@@ -508,10 +507,15 @@ def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def headroom(methods: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    """The benchmark's headroom from its aggregated rows: supervised on the labeled subset and on every volume."""
+    return {"supervised_labeled": methods.get("supervised", {}).get("mean_dice"),
+            "supervised_all": methods.get("supervised_all", {}).get("mean_dice")}
+
+
 def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str,
                  overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     methods = aggregate(runs)
-    head = {k: methods[k]["mean_dice"] for k in ("supervised", "supervised_all") if k in methods}
     iterations = (overrides or {}).get("max_iterations", sc.iterations)
     by_method = {} if "max_iterations" in (overrides or {}) else {
         m: sc.iterations_of(m) for m in runs if sc.iterations_of(m) != iterations}
@@ -529,7 +533,7 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
         # every seed with a run in the file (a --resume run adds its seeds to the earlier ones)
         "seeds": sorted({int(r["seed"]) for rs in runs.values() for r in rs} | set(seeds)),
         "small_organs": [ORGANS[c - 1] for c in SMALL_ORGANS],
-        "headroom": {"supervised_labeled": head.get("supervised"), "supervised_all": head.get("supervised_all")},
+        "headroom": headroom(methods),
         "methods": methods,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
     }
