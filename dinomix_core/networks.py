@@ -18,6 +18,7 @@ from monai.networks.blocks import Convolution, ResidualUnit, UpSample
 from torch import nn
 
 from .config import DinoMixConfig
+from .cpu_conv import use_onednn
 
 __all__ = ["DinoMixStudent", "build_student", "REFINER_IN_CHANNELS"]
 
@@ -129,13 +130,14 @@ class DinoMixStudent(nn.Module):
 
 
 def build_student(config: DinoMixConfig, teacher_channels: Optional[int] = None) -> DinoMixStudent:
-    """The student network described by ``config`` (identical for training and inference).
+    """The student network described by ``config`` (identical for training and inference), its 3D convolutions on
+    oneDNN for float32 CPU inputs of any batch size (:func:`dinomix_core.cpu_conv.use_onednn`).
 
     Args:
         config: the model configuration.
         teacher_channels: hidden size of the DINOv3 teacher when FKD is used; adds the projection head.
     """
-    return DinoMixStudent(
+    return use_onednn(DinoMixStudent(
         spatial_dims=config.spatial_dims,
         in_channels=config.in_channels,
         out_channels=config.out_channels,
@@ -146,4 +148,4 @@ def build_student(config: DinoMixConfig, teacher_channels: Optional[int] = None)
         fkd_stage=config.fkd_stage,
         teacher_channels=teacher_channels,
         refiner_channels=config.refiner_stage_channels if config.refiner else None,
-    )
+    ))
