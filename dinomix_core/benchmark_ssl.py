@@ -111,9 +111,12 @@ class Scale:
 #: ``default``: the 2-core CPU main table. DINO-Mix is trained 9000 iterations, the rest 4000: at 4000 and again at
 #: 6000 DINO-Mix selected its last checkpoint in every seed while the baselines had peaked
 #: (benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds.md, 2026-12-05-ssl-dinomix-9000.md). ``quick``: a smoke
-#: run; ``full``: for a GPU.
+#: run; ``full``: for a GPU. ``fast``: the default's phantoms with a patch of 32 x 32 x 16 and budgets of 3000 / 6000
+#: (DINO-Mix) iterations, chosen from measured step times so that the main table fits 90 minutes of a 2-core CPU
+#: (benchmarks/results/2026-12-06-ssl-fast-scale.md).
 SCALES: Dict[str, Scale] = {
     "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
+    "fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (32, 32, 16), 3000, 250, (("dinomix", 6000),)),
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
     "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
 }
@@ -328,19 +331,23 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     overrides = dict(overrides or {})
     if existing:
         _check_resumable(existing, scale, teacher, overrides)
-    sc, out = SCALES[scale], Path(output_dir)
+    t0, sc, out = time.time(), SCALES[scale], Path(output_dir)
     for m in methods:  # a bad value fails here, before any training
         method_config(m, sc, seeds[0] if seeds else 0, teacher, overrides)
     data = write_dataset(out / "data", sc)
     runs = {m: list(r["runs"]) for m, r in (existing or {}).get("methods", {}).items()}
     jobs = [(m, seed) for seed in seeds for m in methods if not any(r["seed"] == seed for r in runs.get(m, []))]
 
+    def timed(results: Dict[str, Any]) -> Dict[str, Any]:
+        # this invocation's wall time so far: data, training, scoring, with the runs kept from ``existing`` not in it
+        return {**results, "wall_seconds": round(time.time() - t0)}
+
     def finished(m: str, seed: int, rec: Dict[str, Any]) -> None:
         runs.setdefault(m, []).append(rec)
         runs[m].sort(key=lambda r: r["seed"])
         print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "
               f"{rec['small_organ_dice']:.2f}, {rec['train_seconds']:.0f} s", file=sys.stderr, flush=True)
-        write_results(out, results_dict(runs, sc, scale, seeds, teacher, overrides))
+        write_results(out, timed(results_dict(runs, sc, scale, seeds, teacher, overrides)))
 
     def announce(m: str, seed: int) -> None:
         iterations = method_config(m, sc, seed, teacher, overrides).max_iterations  # --set may change it
@@ -353,7 +360,7 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     else:
         _run_parallel(sorted(jobs, key=lambda j: not _semi_supervised(j[0])), workers, announce, finished,
                       data=data, scale=sc, out=out, teacher=teacher, device=device, overrides=overrides)
-    results = results_dict(runs, sc, scale, seeds, teacher, overrides)
+    results = timed(results_dict(runs, sc, scale, seeds, teacher, overrides))
     write_results(out, results)
     return results
 
@@ -699,7 +706,7 @@ def ssl_main(args) -> int:
     keep = getattr(args, "resume", False) or getattr(args, "real_ct_dir", None)
     if keep and (out / "ssl_benchmark.json").exists():
         existing = json.loads((out / "ssl_benchmark.json").read_text())
-    scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else "default")
+    scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else getattr(args, "scale", "default"))
     if getattr(args, "real_ct_dir", None):
         res = dict(existing or {})
 

@@ -100,6 +100,16 @@ def test_dinomix_trains_longer_at_the_default_scale():
     assert "iterations_by_method" not in results_dict({"supervised": []}, sc, "default", [0], "none")
 
 
+def test_the_fast_scale_keeps_the_default_phantoms_with_a_smaller_patch_and_budget():
+    d, f = SCALES["default"], SCALES["fast"]
+    keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test", "shape", "spacing")
+    assert [getattr(f, k) for k in keep] == [getattr(d, k) for k in keep]
+    assert (f.patch, f.val_interval) == ((32, 32, 16), 250)
+    assert [method_config(m, f, 0).max_iterations for m in ("supervised", "supervised_all", "mean_teacher",
+                                                             "dinomix")] == [3000, 3000, 3000, 6000]
+    assert method_config("dinomix", f, 0).patch_size == (32, 32, 16)
+
+
 def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     from dinomix_core import cli
 
@@ -110,6 +120,10 @@ def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     assert rc == 2 and "confidence_threshold" in capsys.readouterr().err
     rc = cli.main(["benchmark", "ssl", "--quick", "--output", str(out), "--workers", "0"])
     assert rc == 2 and "workers must be at least 1" in capsys.readouterr().err
+    rc = cli.main(["benchmark", "ssl", "--scale", "fast", "--output", str(out), "--methods", "nope"])
+    assert rc == 2 and "unknown method(s) ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["benchmark", "ssl", "--scale", "huge", "--output", str(out)])
     assert not out.exists()
 
 
@@ -165,6 +179,7 @@ def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
     assert "SYNTHETIC" in (tmp_path / "ssl_benchmark.md").read_text()
     assert (tmp_path / "ssl_benchmark_per_organ.png").stat().st_size > 1000
     assert saved["overrides"] == {} and saved["recipe"]["confidence_threshold"] == 0.8
+    assert saved["wall_seconds"] >= sum(m["runs"][0]["train_seconds"] for m in saved["methods"].values()) - 3
     # --resume keeps finished runs, and only those made the same way (here: another --set)
     again = run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", existing=saved)
     assert again["methods"]["supervised"]["runs"] == saved["methods"]["supervised"]["runs"]
