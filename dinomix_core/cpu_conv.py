@@ -8,7 +8,8 @@ sliding-window inference) hit that path in most layers: on this project's 2-core
 convolution of 8 channels on a 48 x 48 x 24 patch took 55 ms there against 7 ms in oneDNN (3 ms channels-last).
 
 :func:`use_onednn` sends every float32 CPU 3D convolution of a module to oneDNN, whatever its batch, through
-``torch.mkldnn_convolution`` (differentiable; same parameters, so state dicts are unchanged). Results equal
+``torch.mkldnn_convolution`` (differentiable; same parameters, so state dicts are unchanged), unless oneDNN is
+switched off (``torch.backends.mkldnn.flags(enabled=False)``). Results equal
 PyTorch's up to float rounding (a test checks forward and gradients). Remove this module when PyTorch's heuristic
 no longer sends these shapes to ``slow_conv3d`` (the benchmark in its test prints both timings).
 """
@@ -25,7 +26,8 @@ class OneDNNConv3d(nn.Conv3d):
     """``nn.Conv3d`` that runs on oneDNN for float32 CPU inputs of any batch size (zero padding only)."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias):
-        if input.device.type == "cpu" and input.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        if (input.device.type == "cpu" and input.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+                and torch.backends.mkldnn.enabled):
             return torch.mkldnn_convolution(input, weight, bias, self.padding, self.stride, self.dilation, self.groups)
         return super()._conv_forward(input, weight, bias)
 

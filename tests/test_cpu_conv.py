@@ -54,6 +54,19 @@ def test_other_dtypes_take_pytorchs_own_path_bit_identically():
     assert torch.equal(fast(x), ref(x))
 
 
+def test_switching_onednn_off_is_respected():
+    fast = use_onednn(nn.Conv3d(2, 3, 3, padding=1))
+    x = torch.randn(1, 2, 6, 6, 4)
+
+    def backends(enabled):
+        with torch.backends.mkldnn.flags(enabled=enabled), torch.profiler.profile() as prof:
+            fast(x)
+        return {e.name for e in prof.events() if "conv" in e.name}
+
+    assert "aten::mkldnn_convolution" in backends(True)
+    assert not any("mkldnn" in name for name in backends(False))
+
+
 def test_only_zero_padded_convolutions_change_and_the_state_dict_stays():
     net = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"),
                         nn.Conv3d(2, 2, 3, padding="same"), nn.ConvTranspose3d(2, 2, 2, stride=2), nn.Conv2d(2, 2, 1))
