@@ -10,8 +10,9 @@ convolution of 8 channels on a 48 x 48 x 24 patch took 55 ms there against 7 ms 
 :func:`use_onednn` sends every float32 CPU 3D convolution of a module to oneDNN, whatever its batch, through
 ``torch.mkldnn_convolution`` (differentiable; same parameters, so state dicts are unchanged), unless oneDNN is
 switched off (``torch.backends.mkldnn.flags(enabled=False)``). Results equal
-PyTorch's up to float rounding (a test checks forward and gradients). Remove this module when PyTorch's heuristic
-no longer sends these shapes to ``slow_conv3d`` (the benchmark in its test prints both timings).
+PyTorch's up to float rounding (``tests/test_cpu_conv.py`` checks forward and gradients). Remove this module when
+PyTorch's heuristic no longer sends these shapes to ``slow_conv3d``; ``benchmarks/cpu_conv_speed.py`` measures both
+ways.
 """
 
 from __future__ import annotations
