@@ -8,13 +8,15 @@ this machine drifts between processes by more than some of the differences):
 * training: seconds per iteration of the SSL benchmark's runs (``dinomix_core.benchmark_ssl``, the ``default`` scale:
   SYNTHETIC 64 x 64 x 32 phantoms, patch 48 x 48 x 24, one thread) for ``--methods``, ``--rounds`` blocks of
   ``--iterations`` steps each way after ``--warmup`` steps; the median over blocks;
+* the app's Retrain: seconds per iteration of the ``cpu`` preset on the sample studies (``--iterations`` / 3 steps
+  per block: one step takes several seconds);
 * prediction: seconds of ``Predictor.predict`` (sliding window, the model's own patch) on one test phantom of that
   benchmark and on the real CT in ``sample_data`` with the ``cpu`` preset's network (RANDOM weights: the time does
   not depend on them), median of ``--rounds`` each way.
 
 "plain" is PyTorch's choice (``nn.Conv3d``, contiguous weights); "onednn" is what the project runs.
 
-Run: ``PYTHONPATH=. python benchmarks/cpu_conv_speed.py`` (about 10 minutes on 2 cores; ``--quick`` for a smoke run).
+Run: ``PYTHONPATH=. python benchmarks/cpu_conv_speed.py`` (about 15 minutes on 2 cores; ``--quick`` for a smoke run).
 Writes ``benchmarks/results/cpu_conv_speed.json`` (``--output``).
 """
 
@@ -93,6 +95,35 @@ def training(methods: List[str], data_dir: Path, out_dir: Path, rounds: int, ite
     return out
 
 
+def app_training(rounds: int, iterations: int, warmup: int) -> Dict[str, float]:
+    """Seconds per iteration of the app's Retrain: the ``cpu`` preset on the sample studies (3 labeled, 5 unlabeled)."""
+    from dinomix_core.config import get_preset
+    from dinomix_core.trainer import DinoMixTrainer
+
+    studies = REPO / "sample_data" / "studies"
+    labeled = [(str(studies / p.name), str(p)) for p in sorted((studies / "labels" / "final").glob("*.nii.gz"))]
+    unlabeled = [str(p) for p in sorted(studies.glob("*.nii.gz")) if p.name not in {Path(i).name for i, _ in labeled}]
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = DinoMixTrainer(get_preset("cpu"), labeled, unlabeled, tmp)
+        it = [int(0.6 * tr.config.max_iterations)]
+
+        def steps(n: int) -> float:
+            t = time.perf_counter()
+            for _ in range(n):
+                tr.train_step(it[0])
+                it[0] += 1
+            return (time.perf_counter() - t) / n
+
+        def switch(mode: str) -> None:
+            set_mode(tr.model, mode, channels_last=True)
+            set_mode(tr.ema, mode, channels_last=True)
+
+        steps(warmup)
+        out = alternate(lambda: steps(iterations), switch, rounds)
+    print(f"training app_retrain ({len(labeled)} labeled, {len(unlabeled)} unlabeled): s/it {out}", flush=True)
+    return out
+
+
 def prediction(data_dir: Path, rounds: int) -> Dict[str, Dict[str, float]]:
     from dinomix_core.artifacts import ModelFile
     from dinomix_core.benchmark_ssl import SCALES, method_config, write_dataset
@@ -124,7 +155,7 @@ def prediction(data_dir: Path, rounds: int) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def main() -> None:
+def main(argv: List[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", nargs="+", default=["supervised", "mean_teacher", "dinomix"])
     ap.add_argument("--rounds", type=int, default=6)
@@ -133,7 +164,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the SSL benchmark's runs use 1)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 iterations, one method")
     ap.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "cpu_conv_speed.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.methods, args.rounds, args.iterations, args.warmup = args.methods[:1], 2, 2, 1
     torch.set_num_threads(args.threads)
@@ -142,11 +173,12 @@ def main() -> None:
             "what": "seconds per training iteration and per prediction, PyTorch's convolution backend choice (plain) "
                     "against dinomix_core.cpu_conv + channels-last training weights (onednn), alternating in one process",
             "data": "SYNTHETIC phantoms of `dinomix benchmark ssl` (default scale) and the real CT in sample_data",
-            "command": "python benchmarks/cpu_conv_speed.py " + " ".join(sys.argv[1:]),
+            "command": " ".join(["python benchmarks/cpu_conv_speed.py", *(sys.argv[1:] if argv is None else argv)]),
             "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
             "training_seconds_per_iteration": training(args.methods, Path(tmp) / "data", Path(tmp) / "runs",
                                                        args.rounds, args.iterations, args.warmup),
+            "app_retrain_seconds_per_iteration": app_training(args.rounds, max(1, args.iterations // 3), args.warmup),
             "prediction_seconds": prediction(Path(tmp) / "data", args.rounds),
         }
     Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """End-to-end runs of the benchmark scripts at toy size (their numbers are not checked here, only that they run
 and report every measurement the issues ask for): ``benchmarks/train_speed.py`` spawns one real training
 subprocess per mode plus the paired run, on SYNTHETIC phantoms, with the tiny random DINOv3 of conftest;
-``benchmarks/real_ct.py`` trains a one-iteration starter from sample_data/ and scores the real ts_example CT."""
+``benchmarks/real_ct.py`` trains a one-iteration starter from sample_data/ and scores the real ts_example CT;
+``benchmarks/cpu_conv_speed.py`` times training and prediction with PyTorch's convolution backends and ours."""
 
 from __future__ import annotations
 
@@ -73,3 +74,24 @@ def test_real_ct_scores_a_one_iteration_starter_on_ts_example_and_keeps_it(tmp_p
     assert res["summary"]["starter"]["seeds"] == 1
     assert (tmp_path / "models" / "seed3_starter.pt").is_file()
     assert out.with_suffix(".md").read_text().startswith("# Real-CT check of the day-one model")
+
+
+def test_cpu_conv_speed_times_every_measurement_both_ways(tmp_path):
+    import cpu_conv_speed
+    import torch
+
+    out = tmp_path / "cpu_conv_speed.json"
+    threads = torch.get_num_threads()
+    try:
+        cpu_conv_speed.main(["--quick", "--output", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads(out.read_text())
+    timed = [*res["training_seconds_per_iteration"].values(), res["app_retrain_seconds_per_iteration"],
+             *res["prediction_seconds"].values()]
+    assert set(res["training_seconds_per_iteration"]) == {"supervised"}  # --quick: one method
+    assert set(res["prediction_seconds"]) == {"phantom", "sample_ct"}
+    for t in timed:
+        assert t["plain"] > 0 and t["onednn"] > 0
+        assert abs(t["speed_up"] - t["plain"] / t["onednn"]) < 0.006  # medians stored to 4 decimals
+    assert res["command"] == f"python benchmarks/cpu_conv_speed.py --quick --output {out}"
