@@ -63,6 +63,25 @@ def alternate(fn: Callable[[], float], switch: Callable[[str], None], rounds: in
             "speed_up": round(med["plain"] / med["onednn"], 2)}
 
 
+def step_seconds(tr, rounds: int, iterations: int, warmup: int) -> Dict[str, float]:
+    """Seconds per ``train_step`` of the trainer ``tr``, both ways alternating (``alternate``), past any warm-up stage."""
+    it = [int(0.6 * tr.config.max_iterations)]
+
+    def steps(n: int) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            tr.train_step(it[0])
+            it[0] += 1
+        return (time.perf_counter() - t) / n
+
+    def switch(mode: str) -> None:
+        set_mode(tr.model, mode, channels_last=True)
+        set_mode(tr.ema, mode, channels_last=True)
+
+    steps(warmup)
+    return alternate(lambda: steps(iterations), switch, rounds)
+
+
 def training(methods: List[str], data_dir: Path, out_dir: Path, rounds: int, iterations: int, warmup: int):
     from dinomix_core.benchmark_ssl import METHODS, SCALES, method_config, write_dataset
     from dinomix_core.trainer import DinoMixTrainer
@@ -71,26 +90,12 @@ def training(methods: List[str], data_dir: Path, out_dir: Path, rounds: int, ite
     data = write_dataset(data_dir, scale)
     out = {}
     for method in methods:
-        cfg = method_config(method, scale, seed=0)
         all_labeled = METHODS[method][1]
         labeled = data["labeled"] + (data["unlabeled"] if all_labeled else [])
         unlabeled = [] if all_labeled else [img for img, _ in data["unlabeled"]]
-        tr = DinoMixTrainer(cfg, labeled, unlabeled, str(out_dir / method), validation=data["validation"])
-        it = [int(0.6 * cfg.max_iterations)]  # past any warm-up: the method's full step
-
-        def steps(n: int) -> float:
-            t = time.perf_counter()
-            for _ in range(n):
-                tr.train_step(it[0])
-                it[0] += 1
-            return (time.perf_counter() - t) / n
-
-        def switch(mode: str) -> None:
-            set_mode(tr.model, mode, channels_last=True)
-            set_mode(tr.ema, mode, channels_last=True)
-
-        steps(warmup)
-        out[method] = alternate(lambda: steps(iterations), switch, rounds)
+        tr = DinoMixTrainer(method_config(method, scale, seed=0), labeled, unlabeled, str(out_dir / method),
+                            validation=data["validation"])
+        out[method] = step_seconds(tr, rounds, iterations, warmup)
         print(f"training {method}: s/it {out[method]}", flush=True)
     return out
 
@@ -104,22 +109,7 @@ def app_training(rounds: int, iterations: int, warmup: int) -> Dict[str, float]:
     labeled = [(str(studies / p.name), str(p)) for p in sorted((studies / "labels" / "final").glob("*.nii.gz"))]
     unlabeled = [str(p) for p in sorted(studies.glob("*.nii.gz")) if p.name not in {Path(i).name for i, _ in labeled}]
     with tempfile.TemporaryDirectory() as tmp:
-        tr = DinoMixTrainer(get_preset("cpu"), labeled, unlabeled, tmp)
-        it = [int(0.6 * tr.config.max_iterations)]
-
-        def steps(n: int) -> float:
-            t = time.perf_counter()
-            for _ in range(n):
-                tr.train_step(it[0])
-                it[0] += 1
-            return (time.perf_counter() - t) / n
-
-        def switch(mode: str) -> None:
-            set_mode(tr.model, mode, channels_last=True)
-            set_mode(tr.ema, mode, channels_last=True)
-
-        steps(warmup)
-        out = alternate(lambda: steps(iterations), switch, rounds)
+        out = step_seconds(DinoMixTrainer(get_preset("cpu"), labeled, unlabeled, tmp), rounds, iterations, warmup)
     print(f"training app_retrain ({len(labeled)} labeled, {len(unlabeled)} unlabeled): s/it {out}", flush=True)
     return out
 
