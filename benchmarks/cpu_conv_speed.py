@@ -103,11 +103,11 @@ def training(methods: List[str], data_dir: Path, out_dir: Path, rounds: int, ite
 def app_training(rounds: int, iterations: int, warmup: int) -> Dict[str, float]:
     """Seconds per iteration of the app's Retrain: the ``cpu`` preset on the sample studies (3 labeled, 5 unlabeled)."""
     from dinomix_core.config import get_preset
+    from dinomix_core.studies import list_studies
     from dinomix_core.trainer import DinoMixTrainer
 
-    studies = REPO / "sample_data" / "studies"
-    labeled = [(str(studies / p.name), str(p)) for p in sorted((studies / "labels" / "final").glob("*.nii.gz"))]
-    unlabeled = [str(p) for p in sorted(studies.glob("*.nii.gz")) if p.name not in {Path(i).name for i, _ in labeled}]
+    pairs, images = list_studies(REPO / "sample_data" / "studies")
+    labeled, unlabeled = [(str(i), str(l)) for i, l in pairs], [str(i) for i in images]
     with tempfile.TemporaryDirectory() as tmp:
         out = step_seconds(DinoMixTrainer(get_preset("cpu"), labeled, unlabeled, tmp), rounds, iterations, warmup)
     print(f"training app_retrain ({len(labeled)} labeled, {len(unlabeled)} unlabeled): s/it {out}", flush=True)
@@ -162,7 +162,8 @@ def main(argv: List[str] | None = None) -> None:
         result = {
             "what": "seconds per training iteration and per prediction, PyTorch's convolution backend choice (plain) "
                     "against dinomix_core.cpu_conv + channels-last training weights (onednn), alternating in one process",
-            "data": "SYNTHETIC phantoms of `dinomix benchmark ssl` (default scale) and the real CT in sample_data",
+            "data": "SYNTHETIC phantoms of `dinomix benchmark ssl` (default scale); the app's Retrain on the sample "
+                    "studies (the real CT and SYNTHETIC phantoms); prediction on a phantom and the real CT in sample_data",
             "command": " ".join(["python benchmarks/cpu_conv_speed.py", *(sys.argv[1:] if argv is None else argv)]),
             "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                         "threads": args.threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()},
