@@ -110,6 +110,19 @@ def test_the_fast_scale_keeps_the_default_phantoms_with_a_smaller_patch_and_budg
     assert method_config("dinomix", f, 0).patch_size == (32, 32, 16)
 
 
+def test_the_coarse_scale_renders_the_default_field_of_view_at_coarser_voxels():
+    d, c = SCALES["default"], SCALES["coarse"]
+    keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test")
+    assert [getattr(c, k) for k in keep] == [getattr(d, k) for k in keep]
+    fov = lambda s: [n * mm for n, mm in zip(s.shape, s.spacing)]  # noqa: E731
+    assert fov(c) == fov(d) == [288.0, 288.0, 192.0]
+    assert (c.shape, c.patch, c.val_interval) == ((48, 48, 24), (32, 32, 16), 500)
+    assert [method_config(m, c, 0).max_iterations for m in ("supervised", "supervised_all", "mean_teacher",
+                                                             "dinomix")] == [4000, 4000, 4000, 6000]
+    cfg = method_config("supervised", c, 0)
+    assert (cfg.target_spacing, cfg.val_interval) == ((6.0, 6.0, 8.0), 500)
+
+
 def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     from dinomix_core import cli
 
