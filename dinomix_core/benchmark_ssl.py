@@ -116,7 +116,8 @@ class Scale:
 #: (benchmarks/results/2026-12-06-ssl-fast-scale.md). ``coarse``: the same patients and protocols rendered at 6 x 6 x 8 mm
 #: (48 x 48 x 24 voxels, the same field of view), so that a patch of 32 x 32 x 16 sees about what the default's
 #: 48 x 48 x 24 patch sees; budgets of 4000 / 6000 (DINO-Mix) iterations, validation every 500, chosen from measured
-#: step times to fit the main table in 90 minutes of a 2-core CPU (benchmarks/results/2026-12-06-ssl-coarse-scale.md).
+#: step times of one process alone to fit the main table in 90 minutes of a 2-core CPU; with two runs side by side it
+#: took 105 (benchmarks/results/2026-12-06-ssl-coarse-scale.md).
 SCALES: Dict[str, Scale] = {
     "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
     "fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (32, 32, 16), 3000, 250, (("dinomix", 6000),)),
