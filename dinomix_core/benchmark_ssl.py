@@ -222,6 +222,28 @@ class PseudoLabelMonitor(TrainingCallback):
                 "recall": {o: _pct(r) for o, r in zip(ORGANS, rec)}}
 
 
+class RunProgress(TrainingCallback):
+    """One line on stderr when a run starts and at each validation (iteration, validation Dice, best so far,
+    seconds): a run of the benchmark can take half an hour, and with ``--workers`` it runs in another process."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.t0 = name, time.time()
+
+    def on_train_start(self, trainer) -> None:
+        self.t0 = time.time()
+        _say(f"{self.name}: starts, {trainer.config.max_iterations} iterations")
+
+    def on_iteration_end(self, trainer, record, logs, validation) -> None:
+        if validation:
+            _say(f"{self.name}: iteration {record['iteration']}/{trainer.config.max_iterations}, validation Dice "
+                 f"{100 * validation['mean_dice']:.2f} (best {100 * trainer.best_metric:.2f}), "
+                 f"{time.time() - self.t0:.0f} s")
+
+
+def _say(line: str) -> None:
+    print(f"[ssl] {line}", file=sys.stderr, flush=True)
+
+
 def _pct(x: float) -> Optional[float]:
     return None if not math.isfinite(x) else round(100 * float(x), 1)
 
@@ -284,7 +306,7 @@ def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], s
     run_dir = out / "runs" / f"{method}_seed{seed}"
     t0 = time.time()
     trainer = DinoMixTrainer(cfg, labeled, unlabeled, str(run_dir), validation=data["validation"], device=device,
-                             callbacks=[monitor])
+                             callbacks=[monitor, RunProgress(f"{method} seed {seed}")])
     summary = trainer.fit()
     seconds = time.time() - t0
     scores = score_model(summary["checkpoint"], data["test"])
@@ -350,20 +372,15 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     def finished(m: str, seed: int, rec: Dict[str, Any]) -> None:
         runs.setdefault(m, []).append(rec)
         runs[m].sort(key=lambda r: r["seed"])
-        print(f"[ssl] {m} seed {seed}: mean Dice {rec['mean_dice']:.2f}, small organs "
-              f"{rec['small_organ_dice']:.2f}, {rec['train_seconds']:.0f} s", file=sys.stderr, flush=True)
+        _say(f"{m} seed {seed}: test mean Dice {rec['mean_dice']:.2f}, small organs {rec['small_organ_dice']:.2f}, "
+             f"{rec['train_seconds']:.0f} s")
         write_results(out, timed(results_dict(runs, sc, scale, seeds, teacher, overrides)))
-
-    def announce(m: str, seed: int) -> None:
-        iterations = method_config(m, sc, seed, teacher, overrides).max_iterations  # --set may change it
-        print(f"[ssl] {m} seed {seed}: {iterations} iterations", file=sys.stderr, flush=True)
 
     if workers == 1 or len(jobs) < 2:
         for m, seed in jobs:
-            announce(m, seed)
             finished(m, seed, run_method(m, seed, data, sc, out, teacher, device, overrides))
     else:
-        _run_parallel(sorted(jobs, key=lambda j: not _semi_supervised(j[0])), workers, announce, finished,
+        _run_parallel(sorted(jobs, key=lambda j: not _semi_supervised(j[0])), workers, finished,
                       data=data, scale=sc, out=out, teacher=teacher, device=device, overrides=overrides)
     results = timed(results_dict(runs, sc, scale, seeds, teacher, overrides))
     write_results(out, results)
@@ -464,8 +481,8 @@ def _one_process_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def _run_parallel(jobs: Sequence[Tuple[str, int]], workers: int, announce: Callable[[str, int], None],
-                  finished: Callable[[str, int, Dict[str, Any]], None], **run: Any) -> None:
+def _run_parallel(jobs: Sequence[Tuple[str, int]], workers: int, finished: Callable[[str, int, Dict[str, Any]], None],
+                  **run: Any) -> None:
     """``run_method`` for every (method, seed) of ``jobs``, ``workers`` processes at a time; ``finished`` gets each
     result as it comes. A failed run stops the ones not started; those running finish and are kept, then the
     first error is raised."""
@@ -473,13 +490,12 @@ def _run_parallel(jobs: Sequence[Tuple[str, int]], workers: int, announce: Calla
     import multiprocessing
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    print(f"[ssl] {len(jobs)} runs, {workers} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
+    _say(f"{len(jobs)} runs, {workers} at a time, {threads} thread(s) each")
     error: Optional[BaseException] = None
     with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                 initializer=_one_process_threads, initargs=(threads,)) as pool:
         futures = {}
         for m, seed in jobs:
-            announce(m, seed)
             futures[pool.submit(run_method, m, seed, **run)] = (m, seed)
         for f in cf.as_completed(futures):
             m, seed = futures[f]
@@ -488,8 +504,7 @@ def _run_parallel(jobs: Sequence[Tuple[str, int]], workers: int, announce: Calla
             try:
                 finished(m, seed, f.result())
             except Exception as e:  # the other runs' results are still worth keeping
-                print(f"[ssl] {m} seed {seed} failed: {e!r}; the runs already going finish and are kept",
-                      file=sys.stderr, flush=True)
+                _say(f"{m} seed {seed} failed: {e!r}; the runs already going finish and are kept")
                 error = error or e
                 for other in futures:
                     other.cancel()

@@ -202,13 +202,18 @@ def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
     assert json.loads((tmp_path / "ssl_benchmark.json").read_text()) == json.loads(json.dumps(again))
 
 
-def test_ssl_benchmark_records_its_overrides(tmp_path, one_thread):
+def test_ssl_benchmark_records_its_overrides(tmp_path, one_thread, capsys):
     import json
 
     from dinomix_core.benchmark_ssl import run_ssl_benchmark
 
     run_ssl_benchmark(str(tmp_path), seeds=[0], methods=["supervised"], scale="quick", device="cpu",
                       overrides={"max_iterations": 2, "pic_box_fraction": (0.5, 0.5, 0.5)})
+    # progress on stderr: the start, each validation, the test score
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[ssl] supervised seed 0")]
+    assert lines[0] == "[ssl] supervised seed 0: starts, 2 iterations"
+    assert lines[1].startswith("[ssl] supervised seed 0: iteration 2/2, validation Dice ") and "(best " in lines[1]
+    assert lines[2].startswith("[ssl] supervised seed 0: test mean Dice ") and len(lines) == 3
     saved = json.loads((tmp_path / "ssl_benchmark.json").read_text())
     assert saved["overrides"] == {"max_iterations": 2, "pic_box_fraction": [0.5, 0.5, 0.5]}
     assert [p["iteration"] for p in saved["methods"]["supervised"]["runs"][0]["validation_curve"]] == [2]
