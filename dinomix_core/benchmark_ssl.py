@@ -113,8 +113,8 @@ class Scale:
 #: (benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds.md, 2026-12-05-ssl-dinomix-9000.md). ``quick``: a smoke
 #: run; ``full``: for a GPU. ``fast``: the default's phantoms with a patch of 32 x 32 x 16 and budgets of 3000 / 6000
 #: (DINO-Mix) iterations, chosen from measured step times so that the main table fits 90 minutes of a 2-core CPU
-#: (benchmarks/results/2026-12-06-ssl-fast-scale.md). ``coarse``: the same patients and protocols rendered at 6 x 6 x 8 mm
-#: (48 x 48 x 24 voxels, the same field of view), so that a patch of 32 x 32 x 16 sees about what the default's
+#: (benchmarks/results/2026-12-06-ssl-fast-scale.md). ``coarse``: the same patients and protocols rendered at
+#: 6 x 6 x 8 mm (48 x 48 x 24 voxels, the same field of view), so that a patch of 32 x 32 x 16 sees about what the default's
 #: 48 x 48 x 24 patch sees; budgets of 4000 / 6000 (DINO-Mix) iterations, validation every 500, chosen from measured
 #: step times of one process alone to fit the main table in 90 minutes of a 2-core CPU; with two runs side by side it
 #: took 105 (benchmarks/results/2026-12-06-ssl-coarse-scale.md).
