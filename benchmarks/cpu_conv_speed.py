@@ -83,16 +83,14 @@ def step_seconds(tr, rounds: int, iterations: int, warmup: int) -> Dict[str, flo
 
 
 def training(methods: List[str], data_dir: Path, out_dir: Path, rounds: int, iterations: int, warmup: int):
-    from dinomix_core.benchmark_ssl import METHODS, SCALES, method_config, write_dataset
+    from dinomix_core.benchmark_ssl import SCALES, method_config, training_sets, write_dataset
     from dinomix_core.trainer import DinoMixTrainer
 
     scale = SCALES["default"]
     data = write_dataset(data_dir, scale)
     out = {}
     for method in methods:
-        all_labeled = METHODS[method][1]
-        labeled = data["labeled"] + (data["unlabeled"] if all_labeled else [])
-        unlabeled = [] if all_labeled else [img for img, _ in data["unlabeled"]]
+        labeled, unlabeled = training_sets(method, data)
         tr = DinoMixTrainer(method_config(method, scale, seed=0), labeled, unlabeled, str(out_dir / method),
                             validation=data["validation"])
         out[method] = step_seconds(tr, rounds, iterations, warmup)

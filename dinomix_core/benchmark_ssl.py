@@ -292,6 +292,14 @@ def _preset(method: str, overrides: Optional[Dict[str, Any]], **run: Any) -> Din
     return get_preset("cpu", **{**run, **METHODS[method][0], **(overrides or {})})
 
 
+def training_sets(method: str, data: Dict[str, List[Tuple[str, str]]]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """The (image, label) pairs and the unlabeled images ``method`` trains on: ``supervised_all`` has the unlabeled
+    volumes' hidden labels too, every other method their images only."""
+    if METHODS[method][1]:
+        return data["labeled"] + data["unlabeled"], []
+    return list(data["labeled"]), [img for img, _ in data["unlabeled"]]
+
+
 def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], scale: Scale, out: Path,
                teacher: str = "none", device: Optional[str] = None,
                overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -299,9 +307,7 @@ def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], s
     from .trainer import DinoMixTrainer
 
     cfg = method_config(method, scale, seed, teacher, overrides)
-    all_labeled = METHODS[method][1]
-    labeled = data["labeled"] + (data["unlabeled"] if all_labeled else [])
-    unlabeled = [] if all_labeled else [img for img, _ in data["unlabeled"]]
+    labeled, unlabeled = training_sets(method, data)
     monitor = PseudoLabelMonitor(data["unlabeled"], scale.val_interval)
     run_dir = out / "runs" / f"{method}_seed{seed}"
     t0 = time.time()

@@ -110,6 +110,19 @@ def test_the_fast_scale_keeps_the_default_phantoms_with_a_smaller_patch_and_budg
     assert method_config("dinomix", f, 0).patch_size == (32, 32, 16)
 
 
+@pytest.mark.parametrize("method, labeled, unlabeled", [
+    ("supervised", [("l.nii", "l_lab.nii")], ["u.nii"]),
+    ("supervised_all", [("l.nii", "l_lab.nii"), ("u.nii", "u_lab.nii")], []),
+    ("dinomix", [("l.nii", "l_lab.nii")], ["u.nii"]),
+])
+def test_training_sets_give_only_supervised_all_the_hidden_labels(method, labeled, unlabeled):
+    from dinomix_core.benchmark_ssl import training_sets
+
+    data = {"labeled": [("l.nii", "l_lab.nii")], "unlabeled": [("u.nii", "u_lab.nii")]}
+    assert training_sets(method, data) == (labeled, unlabeled)
+    assert data == {"labeled": [("l.nii", "l_lab.nii")], "unlabeled": [("u.nii", "u_lab.nii")]}  # not changed
+
+
 def test_the_coarse_scale_renders_the_default_field_of_view_at_coarser_voxels():
     d, c = SCALES["default"], SCALES["coarse"]
     keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test")
