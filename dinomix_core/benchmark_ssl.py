@@ -36,7 +36,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -46,7 +46,7 @@ import torch
 from .artifacts import atomic_write
 from .config import RECIPE, DinoMixConfig, get_preset
 from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
-from .phantoms import NARROW_VARIATION, WIDE_VARIATION
+from .phantoms import FAT_PLANES, NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
 
 __all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark", "compare_on_validation",
@@ -102,6 +102,13 @@ class Scale:
     val_interval: int
     #: methods trained to another budget than ``iterations``, as ``((method, iterations), ...)``
     method_iterations: Tuple[Tuple[str, int], ...] = ()
+    #: the small organs' fat planes (:data:`~dinomix_core.phantoms.FAT_PLANES`) in every phantom
+    fat_planes: bool = False
+
+    def variations(self) -> Dict[str, Any]:
+        """The labeled volumes' protocol and everyone else's, as ``{"labeled": ..., "other": ...}``."""
+        planes = FAT_PLANES if self.fat_planes else ()
+        return {"labeled": replace(NARROW, fat_planes=planes), "other": replace(WIDE, fat_planes=planes)}
 
     def iterations_of(self, method: str) -> int:
         """The method's training budget at this scale."""
@@ -117,13 +124,17 @@ class Scale:
 #: 6 x 6 x 8 mm (48 x 48 x 24 voxels, the same field of view), so that a patch of 32 x 32 x 16 sees about what the default's
 #: 48 x 48 x 24 patch sees; budgets of 4000 / 6000 (DINO-Mix) iterations, validation every 500, chosen from measured
 #: step times of one process alone to fit the main table in 90 minutes of a 2-core CPU; with two runs side by side it
-#: took 105 (benchmarks/results/2026-12-06-ssl-coarse-scale.md).
+#: took 105 (benchmarks/results/2026-12-06-ssl-coarse-scale.md). ``fat_planes``: the default scale on phantoms whose
+#: adrenal glands and oesophagus lie in their fat planes, as in a real CT (without them the small organs have almost
+#: no contrast to their neighbours; benchmarks/results/2026-12-07-ssl-fat-planes.md).
 SCALES: Dict[str, Scale] = {
     "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
     "fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (32, 32, 16), 3000, 250, (("dinomix", 6000),)),
     "coarse": Scale(4, 16, 4, 10, (48, 48, 24), (6.0, 6.0, 8.0), (32, 32, 16), 4000, 500, (("dinomix", 6000),)),
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
     "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
+    "fat_planes": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),),
+                        fat_planes=True),
 }
 
 
@@ -133,8 +144,9 @@ def write_dataset(root: Path, scale: Scale) -> Dict[str, List[Tuple[str, str]]]:
     label for the pseudo-label measurements and for ``supervised_all``."""
     from .phantoms import write_phantom_nifti
 
-    splits = {"labeled": (scale.n_labeled, NARROW), "unlabeled": (scale.n_unlabeled, WIDE),
-              "validation": (scale.n_validation, WIDE), "test": (scale.n_test, WIDE)}
+    var = scale.variations()
+    splits = {"labeled": (scale.n_labeled, var["labeled"]), "unlabeled": (scale.n_unlabeled, var["other"]),
+              "validation": (scale.n_validation, var["other"]), "test": (scale.n_test, var["other"])}
     out: Dict[str, List[Tuple[str, str]]] = {}
     seed = 5000  # fixed data seeds; the method seeds vary
     for split, (n, variation) in splits.items():
@@ -367,7 +379,7 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     t0, sc, out = time.time(), SCALES[scale], Path(output_dir)
     for m in methods:  # a bad value fails here, before any training
         method_config(m, sc, seeds[0] if seeds else 0, teacher, overrides)
-    data = write_dataset(out / "data", sc)
+    data = write_dataset(out / "data" / scale, sc)  # one folder per scale: the same file names hold other phantoms
     runs = {m: list(r["runs"]) for m, r in (existing or {}).get("methods", {}).items()}
     jobs = [(m, seed) for seed in seeds for m in methods if not any(r["seed"] == seed for r in runs.get(m, []))]
 
@@ -558,7 +570,8 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
         "scale": scale, "data": {"labeled": sc.n_labeled, "unlabeled": sc.n_unlabeled, "validation": sc.n_validation,
                                  "test": sc.n_test, "shape": list(sc.shape), "spacing_mm": list(sc.spacing),
                                  "labeled_protocol": "narrow (portal phase, noise 10-20 HU)",
-                                 "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)"},
+                                 "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)",
+                                 **({"fat_planes_mm": dict(FAT_PLANES)} if sc.fat_planes else {})},
         "iterations": iterations, **({"iterations_by_method": by_method} if by_method else {}),
         "patch_size": list(sc.patch),
         "val_interval": sc.val_interval,
@@ -652,7 +665,8 @@ def markdown(results: Dict[str, Any]) -> str:
     lines = [
         "# Semi-supervised benchmark (SYNTHETIC phantoms)", "",
         f"{d['labeled']} labeled ({d['labeled_protocol']}), {d['unlabeled']} unlabeled, {d['validation']} validation, "
-        f"{d['test']} test volumes ({d['other_protocol']}), {tuple(d['shape'])} at {tuple(d['spacing_mm'])} mm; "
+        f"{d['test']} test volumes ({d['other_protocol']}), {tuple(d['shape'])} at {tuple(d['spacing_mm'])} mm"
+        + (f", fat planes (mm) {d['fat_planes_mm']}" if d.get("fat_planes_mm") else "") + "; "
         f"{results['iterations']} iterations{budgets}, model selected on validation; seeds {results['seeds']}; "
         f"teacher `{results['teacher']}`{sets}. Dice in percent, mean +- std over seeds.", "",
         "| method | mean Dice | small organs | " + " | ".join(ORGAN_ABBREVIATIONS) + " |",

@@ -48,6 +48,7 @@ __all__ = [
     "PhantomVariation",
     "NARROW_VARIATION",
     "WIDE_VARIATION",
+    "FAT_PLANES",
     "CONTRAST_PHASES",
     "write_phantom_nifti",
     "organ_volumes_ml",
@@ -102,6 +103,9 @@ class PhantomVariation:
         blur: (low, high) in-plane partial-volume blur (voxels), a reconstruction kernel's sharpness.
         phases: contrast phases drawn from (:data:`CONTRAST_PHASES`), uniformly.
         missing: organ name -> probability that it is absent (nephrectomy, splenectomy, cholecystectomy).
+        fat_planes: organ name -> width (mm) of the fat plane painted around it (background label, fat HU) before
+            the organ itself, over whatever was painted there: the fat that separates a small organ from its
+            neighbours in a real CT (:data:`FAT_PLANES`). None by default.
     """
 
     body_scale: Tuple[float, float] = (0.93, 1.04)
@@ -113,6 +117,7 @@ class PhantomVariation:
     blur: Tuple[float, float] = (0.5, 0.8)
     phases: Tuple[str, ...] = ("portal",)
     missing: Tuple[Tuple[str, float], ...] = ()
+    fat_planes: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("body_scale", "warp_mm", "noise_hu", "blur"):
@@ -127,6 +132,9 @@ class PhantomVariation:
                              f"unknown: {unknown}.")
         if any(not 0.0 <= p <= 1.0 for _, p in self.missing):
             raise ValueError("missing-organ probabilities must be in [0, 1].")
+        bad = [(o, w) for o, w in self.fat_planes if o not in _ID or not 0.0 <= w <= 30.0]
+        if bad:
+            raise ValueError(f"fat_planes must be (Synapse organ, width in mm from 0 to 30) pairs; got {bad}.")
 
     def draw_extras(self, seed: int) -> Tuple[str, frozenset]:
         """The contrast phase and the absent organs of phantom ``seed``, from a stream of their own (so the
@@ -148,6 +156,13 @@ NARROW_VARIATION = PhantomVariation(
 #: The same anatomy under a mix of protocols: every contrast phase, noise levels and reconstruction kernels.
 WIDE_VARIATION = replace(NARROW_VARIATION, noise_hu=(10.0, 40.0), blur=(0.4, 1.5),
                          phases=("portal", "arterial", "native"))
+
+#: Fat planes of the small organs, as a real CT shows them: the adrenal glands lie in the perirenal fat inside
+#: Gerota's fascia, the oesophagus in the fat of the posterior mediastinum and the hiatus. Without them the
+#: phantoms' adrenals and oesophagus (60 and 50 HU) touch the liver, kidneys and the bowel-like cavity filler
+#: (30 HU) and have almost no contrast to their surroundings; widths are typical, not measured.
+FAT_PLANES: Tuple[Tuple[str, float], ...] = (("esophagus", 4.0), ("right adrenal gland", 6.0),
+                                            ("left adrenal gland", 6.0))
 
 _AIR, _FAT, _MESENTERY, _MUSCLE, _BOWEL, _GAS, _LUNG, _HEART = -1000.0, -100.0, -90.0, 45.0, 30.0, -650.0, -850.0, 90.0
 _BONE_CANCELLOUS, _BONE_CORTEX, _DISC, _CSF, _RIB = 380.0, 650.0, 90.0, 15.0, 550.0
@@ -506,6 +521,13 @@ def _paint_spine(hu: np.ndarray, c: _Coords, body: np.ndarray, scale: float) -> 
     hu[rc2 <= (7.0 * scale) ** 2] = _CSF
 
 
+def _grown(js: dict, mm: float) -> dict:
+    """A jittered organ spec ``mm`` thicker on every side (semi-axes or tube radii plus ``mm``)."""
+    if js["kind"] == "ellipsoid":
+        return dict(js, semi=tuple(np.asarray(js["semi"]) + mm))
+    return dict(js, parts=tuple(dict(part, radii=np.asarray(part["radii"]) + mm) for part in js["parts"]), wall=0.0)
+
+
 def _organ_mask(grid: _Grid, js: dict) -> Optional[Tuple[Tuple[slice, slice, slice], np.ndarray, Optional[np.ndarray]]]:
     """``(block, mask, inner)`` of a jittered organ spec, ``inner`` the lumen of a walled tube (else ``None``);
     ``None`` when the organ lies outside the grid."""
@@ -535,7 +557,9 @@ def _paint_organs(hu: np.ndarray, label: np.ndarray, rng: np.random.Generator, g
                   p: _Patient, var: PhantomVariation = DEFAULT_VARIATION, phase: str = "portal",
                   absent: frozenset = frozenset()) -> None:
     """The 13 organs in :data:`_ORGAN_SPECS` order (later ones overwrite earlier ones), inside the cavity; the
-    ``absent`` ones are drawn (so the random stream stays the same) but not painted."""
+    ``absent`` ones are drawn (so the random stream stays the same) but not painted; an organ with a fat plane
+    (``var.fat_planes``) is painted inside it, fat and background over what was there."""
+    planes = dict(var.fat_planes)
     for name, spec in _ORGAN_SPECS.items():
         oid = _ID[name]
         js = _jitter_spec(rng, name, spec, p.scale, var)
@@ -543,6 +567,10 @@ def _paint_organs(hu: np.ndarray, label: np.ndarray, rng: np.random.Generator, g
         found = None if name in absent else _organ_mask(grid, js)
         if found is None:
             continue
+        if planes.get(name, 0.0) > 0:  # the organ and its fat plane, in fat; the organ is painted over it below
+            sp, plane, _ = _organ_mask(grid, _grown(js, planes[name]))  # type: ignore[misc]  # holds the organ
+            plane &= cavity[sp]
+            hu[sp][plane], label[sp][plane] = _FAT, 0
         sl, mask, inner = found
         mask &= cavity[sl]
         hu_b, lab_b = hu[sl], label[sl]  # views
