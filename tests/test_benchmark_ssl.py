@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dinomix_core.benchmark_ssl import (RECIPE, SCALES, _check_resumable, compare_on_validation, dice_per_organ,
+from dinomix_core.benchmark_ssl import (NARROW, RECIPE, SCALES, _check_resumable, compare_on_validation, dice_per_organ,
                                         method_config, parse_overrides, results_dict, with_method_runs)
 
 
@@ -447,3 +447,17 @@ def test_ssl_rule_adopt_rewrites_the_results_only_when_the_rule_is_met(tmp_path,
     out = json.loads((tmp_path / "ssl_benchmark.json").read_text())
     assert out["methods"]["dinomix"]["mean_dice"] == 34.0 and out["notes"] == {"dinomix": "ramp 0.5"}
     assert "dinomix: ramp 0.5" in (tmp_path / "ssl_benchmark.md").read_text()
+
+
+def test_the_fat_planes_scale_is_the_default_on_phantoms_with_fat_planes(tmp_path):
+    import dataclasses
+
+    from dinomix_core.phantoms import FAT_PLANES
+
+    d, f = SCALES["default"], SCALES["fat_planes"]
+    assert dataclasses.replace(f, fat_planes=False) == d
+    assert d.variations()["labeled"].fat_planes == () and f.variations()["other"].fat_planes == FAT_PLANES
+    assert f.variations()["labeled"] == dataclasses.replace(NARROW, fat_planes=FAT_PLANES)
+    res = results_dict({}, f, "fat_planes", [0], "none")
+    assert res["data"]["fat_planes_mm"] == {"esophagus": 4.0, "right adrenal gland": 6.0, "left adrenal gland": 6.0}
+    assert "fat_planes_mm" not in results_dict({}, d, "default", [0], "none")["data"]

@@ -153,3 +153,29 @@ def test_variation_defaults_and_validation():
                 dict(missing=(("tumour", 0.5),)), dict(organ_size_sd=-1.0)):
         with pytest.raises(ValueError):
             PhantomVariation(**bad)
+
+
+def test_fat_planes_surround_the_small_organs_and_change_nothing_else():
+    from dataclasses import replace
+
+    from dinomix_core.phantoms import FAT_PLANES, WIDE_VARIATION, PhantomVariation
+
+    grid = ((64, 64, 32), (4.5, 4.5, 6.0))
+    plain = generate_phantom(5010, *grid, WIDE_VARIATION)
+    fat = generate_phantom(5010, *grid, replace(WIDE_VARIATION, fat_planes=FAT_PLANES))
+    changed = plain[1] != fat[1]
+    assert changed.any() and (fat[1][changed] == 0).all()  # the planes take voxels from neighbours, as background
+    for organ in ORGANS:  # no organ gains a voxel; the small organs lose none
+        assert not ((fat[1] == ID[organ]) & (plain[1] != ID[organ])).any()
+    small = np.isin(plain[1], [ID["esophagus"], ID["right adrenal gland"], ID["left adrenal gland"]])
+    for organ in ("right adrenal gland", "left adrenal gland"):
+        m = plain[1] == ID[organ]
+        assert (m == (fat[1] == ID[organ])).all()
+        shell = ndimage.binary_dilation(m) & ~m
+        assert (fat[1][shell] == 0).all()
+        assert np.median(fat[0][shell]) < np.median(plain[0][shell]) - 50  # fat around the gland
+    far = ~ndimage.binary_dilation(small, iterations=10)
+    assert (plain[0][far] == fat[0][far]).all() and (plain[1][far] == fat[1][far]).all()
+    for bad in ((("tumour", 4.0),), (("esophagus", -1.0),), (("esophagus", 40.0),)):
+        with pytest.raises(ValueError, match="fat_planes"):
+            PhantomVariation(fat_planes=bad)
