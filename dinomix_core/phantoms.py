@@ -15,7 +15,8 @@ What a phantom contains (contrast-enhanced, portal-venous-phase look):
 * lung bases and the heart's lower edge in the top slices, mesenteric fat mixed with bowel-like soft
   tissue and small gas pockets filling the rest of the abdominal cavity;
 * the 13 Synapse organs (label ids and order as :data:`dinomix_core.labels.ORGANS`) as deformed
-  ellipsoids and tubes at plausible positions, with per-organ HU.
+  ellipsoids and tubes at plausible positions, with per-organ HU; optionally (``PhantomVariation.fat_planes``,
+  :data:`FAT_PLANES`) the fat planes that set the adrenal glands and the oesophagus apart from their neighbours.
 
 Per seed (a :class:`numpy.random.Generator`, so fully deterministic): patient size, body-fat thickness,
 global position shift, a smooth random low-frequency displacement field that deforms every structure,
