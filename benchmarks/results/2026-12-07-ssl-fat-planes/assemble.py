@@ -17,6 +17,7 @@ runs["dinomix"] = list(b["methods"]["dinomix"]["runs"])
 seeds = sorted(set.intersection(*({r["seed"] for r in rs} for rs in runs.values())))
 runs = {m: [r for r in rs if r["seed"] in seeds] for m, rs in runs.items()}
 res = results_dict(runs, SCALES["fat_planes"], "fat_planes", seeds, "none")
+res["machine"] = a["machine"]  # the runs' machine and threads, not this script's
 res["command"] = ("OMP_NUM_THREADS=1 dinomix benchmark ssl --scale fat_planes --methods supervised supervised_all "
                   "mean_teacher --seeds 0 1 2 [--resume] --output A  beside  OMP_NUM_THREADS=1 dinomix benchmark ssl "
                   "--scale fat_planes --methods dinomix --seeds 0 --output B; then this script")
