@@ -102,13 +102,13 @@ class Scale:
     val_interval: int
     #: methods trained to another budget than ``iterations``, as ``((method, iterations), ...)``
     method_iterations: Tuple[Tuple[str, int], ...] = ()
-    #: the small organs' fat planes (:data:`~dinomix_core.phantoms.FAT_PLANES`) in every phantom
-    fat_planes: bool = False
+    #: fat planes (organ, mm) in every phantom (``PhantomVariation.fat_planes``); none by default
+    fat_planes: Tuple[Tuple[str, float], ...] = ()
 
     def variations(self) -> Dict[str, Any]:
         """The labeled volumes' protocol and everyone else's, as ``{"labeled": ..., "other": ...}``."""
-        planes = FAT_PLANES if self.fat_planes else ()
-        return {"labeled": replace(NARROW, fat_planes=planes), "other": replace(WIDE, fat_planes=planes)}
+        return {"labeled": replace(NARROW, fat_planes=self.fat_planes),
+                "other": replace(WIDE, fat_planes=self.fat_planes)}
 
     def iterations_of(self, method: str) -> int:
         """The method's training budget at this scale."""
@@ -134,7 +134,7 @@ SCALES: Dict[str, Scale] = {
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
     "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
     "fat_planes": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),),
-                        fat_planes=True),
+                        fat_planes=FAT_PLANES),
 }
 
 
@@ -571,7 +571,7 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                                  "test": sc.n_test, "shape": list(sc.shape), "spacing_mm": list(sc.spacing),
                                  "labeled_protocol": "narrow (portal phase, noise 10-20 HU)",
                                  "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)",
-                                 **({"fat_planes_mm": dict(FAT_PLANES)} if sc.fat_planes else {})},
+                                 **({"fat_planes_mm": dict(sc.fat_planes)} if sc.fat_planes else {})},
         "iterations": iterations, **({"iterations_by_method": by_method} if by_method else {}),
         "patch_size": list(sc.patch),
         "val_interval": sc.val_interval,

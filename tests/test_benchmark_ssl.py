@@ -455,7 +455,7 @@ def test_the_fat_planes_scale_is_the_default_on_phantoms_with_fat_planes(tmp_pat
     from dinomix_core.phantoms import FAT_PLANES
 
     d, f = SCALES["default"], SCALES["fat_planes"]
-    assert dataclasses.replace(f, fat_planes=False) == d
+    assert dataclasses.replace(f, fat_planes=()) == d and f.fat_planes == FAT_PLANES
     assert d.variations()["labeled"].fat_planes == () and f.variations()["other"].fat_planes == FAT_PLANES
     assert f.variations()["labeled"] == dataclasses.replace(NARROW, fat_planes=FAT_PLANES)
     res = results_dict({}, f, "fat_planes", [0], "none")
