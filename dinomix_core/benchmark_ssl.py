@@ -50,7 +50,7 @@ from .phantoms import FAT_PLANES, NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
 
 __all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark", "compare_on_validation",
-           "with_method_runs", "ssl_main"]
+           "with_method_runs", "merge_results", "ssl_main"]
 
 logger = logging.getLogger(__name__)
 
@@ -490,6 +490,83 @@ def with_method_runs(results: Dict[str, Any], method: str, runs: Sequence[Dict[s
     return out
 
 
+#: what must be equal for runs of two results files to share a table
+_MADE_ALIKE = ("benchmark", "scale", "data", "patch_size", "val_interval", "recipe", "overrides", "teacher")
+
+
+def merge_results(parts: Sequence[Dict[str, Any]], sources: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """One results file from several made the same way, e.g. by processes or machines that each ran some
+    (method, seed) pairs of one table. Each row is then the mean over the seeds it has, which the markdown names
+    where they differ from the table's.
+
+    Args:
+        parts: ``ssl_benchmark.json`` contents (not modified); the header (scale, data, recipe, ...) is the first's.
+        sources: where each part came from (folders), recorded in ``merged_from``.
+
+    Raises:
+        ValueError: for fewer than two parts, parts made differently (scale, data, patch, recipe, ``--set``,
+            teacher, a method's budget), two different runs of one (method, seed), or more than one real-CT
+            check.
+    """
+    parts = list(parts)
+    sources = list(sources) if sources is not None else [f"part {i + 1}" for i in range(len(parts))]
+    if len(parts) < 2 or len(sources) != len(parts):
+        raise ValueError(f"merge needs two or more results files (and one source name each), got {len(parts)}.")
+    without = [s for s, p in zip(sources, parts) if "methods" not in p]
+    if without:
+        raise ValueError(f"no phantom runs to merge in {without}.")
+    first = parts[0]
+
+    def budget(p: Dict[str, Any], m: str) -> int:
+        return (p.get("iterations_by_method") or {}).get(m, p["iterations"])
+
+    runs: Dict[str, List[Dict[str, Any]]] = {}
+    budgets: Dict[str, int] = {}
+    where: Dict[Tuple[str, int], str] = {}
+    for src, p in zip(sources, parts):
+        differ = [k for k in _MADE_ALIKE if p.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"{src} was made differently from {sources[0]} ({', '.join(differ)}).")
+        for m, row in p["methods"].items():
+            if budgets.setdefault(m, budget(p, m)) != budget(p, m):
+                raise ValueError(f"{m} trained {budget(p, m)} iterations in {src}, {budgets[m]} elsewhere.")
+            for r in row["runs"]:
+                seen = next((x for x in runs.get(m, []) if x["seed"] == r["seed"]), None)
+                if seen is None:
+                    where[(m, r["seed"])] = src
+                    runs.setdefault(m, []).append(r)
+                elif seen != r:  # the same run kept in two files (e.g. one resumed from the other) counts once
+                    raise ValueError(f"{m} seed {r['seed']}: different runs in {where[(m, r['seed'])]} and {src}.")
+    real = [p["real_transductive"] for p in parts if p.get("real_transductive")]
+    if len(real) > 1:
+        raise ValueError("more than one part holds a real-CT check; merge the phantom runs only.")
+    order = list(METHODS) + sorted(set(runs) - set(METHODS))
+    runs = {m: sorted(runs[m], key=lambda r: r["seed"]) for m in order if m in runs}
+    methods = aggregate(runs)
+    by = {m: n for m, n in budgets.items() if n != first["iterations"]}
+    out = {k: copy.deepcopy(first[k]) for k in ("benchmark", *_MADE_ALIKE[1:], "iterations", "small_organs")
+           if k in first}
+    out.update({
+        "command": "dinomix benchmark ssl --merge " + " ".join(sources),
+        "merged_from": [{"source": s, "command": p.get("command"), "wall_seconds": p.get("wall_seconds"),
+                         "machine": p.get("machine"),
+                         "runs": sorted(f"{m} {r['seed']}" for m, row in p["methods"].items() for r in row["runs"])}
+                        for s, p in zip(sources, parts)],
+        **({"iterations_by_method": by} if by else {}),
+        "seeds": sorted({r["seed"] for rs in runs.values() for r in rs}),
+        "headroom": headroom(methods), "methods": methods,
+    })
+    machines = {json.dumps(p.get("machine"), sort_keys=True) for p in parts}
+    if len(machines) == 1 and first.get("machine"):
+        out["machine"] = copy.deepcopy(first["machine"])
+    notes = {k: v for p in parts for k, v in (p.get("notes") or {}).items()}
+    if notes:
+        out["notes"] = notes
+    if real:
+        out["real_transductive"] = copy.deepcopy(real[0])
+    return out
+
+
 def _semi_supervised(method: str) -> bool:
     settings, all_labeled = METHODS[method]
     return not all_labeled and bool(settings.get("use_pic") or settings.get("use_consistency"))
@@ -673,7 +750,10 @@ def markdown(results: Dict[str, Any]) -> str:
         "|---|---|---|" + "---|" * len(ORGAN_ABBREVIATIONS),
     ]
     for m, r in results["methods"].items():
-        name = f"{m} ({by[m]} iterations)" if m in by else m
+        # a row averaged over fewer seeds than the table's (a merged file) names its own
+        own = f"seeds {', '.join(map(str, r['seeds']))}" if r.get("seeds", results["seeds"]) != results["seeds"] else ""
+        extra = ", ".join(x for x in (f"{by[m]} iterations" if m in by else "", own) if x)
+        name = f"{m} ({extra})" if extra else m
         lines.append(f"| {name} | {r['mean_dice']:.1f} +- {r['mean_dice_std']:.1f} | {r['small_organ_dice']:.1f} +- "
                      f"{r['small_organ_dice_std']:.1f} | " + " | ".join(f"{r['per_organ'][o]:.1f}" for o in ORGANS) + " |")
     # how a row was made where it differs from the rest (assembled results say so in ``notes``)
@@ -740,6 +820,19 @@ def _plots(results: Dict[str, Any], out: Path) -> None:
 
 def ssl_main(args) -> int:
     out = Path(args.output or "benchmarks/results")
+    if getattr(args, "merge", None):
+        files = [Path(p) if Path(p).is_file() else Path(p) / "ssl_benchmark.json" for p in args.merge]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"--merge: no results file {missing}.")
+        target = (out / "ssl_benchmark.json").resolve()
+        if target.exists() and target not in {f.resolve() for f in files}:
+            raise ValueError(f"--merge: {out / 'ssl_benchmark.json'} exists and is not one of the merged files; "
+                             "choose another --output or merge it too.")
+        res = merge_results([json.loads(f.read_text()) for f in files], sources=list(args.merge))
+        write_results(out, res)
+        print(markdown(res))
+        return 0
     overrides = parse_overrides(getattr(args, "set", None))
     existing = None
     # the real-CT check is added to the results file in place; --resume keeps the finished phantom runs

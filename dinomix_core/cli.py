@@ -238,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="ssl: keep the runs already in OUTPUT/ssl_benchmark.json (refused unless made with the same "
                         "scale, teacher, recipe and --set)")
+    b.add_argument("--merge", nargs="+", default=None, metavar="DIR_OR_JSON",
+                   help="ssl: instead of training, merge two or more results files made the same way (each holding "
+                        "some methods and seeds; a folder means its ssl_benchmark.json) into OUTPUT; two different "
+                        "runs of one method and seed are refused")
     b.add_argument("--workers", type=int, default=1,
                    help="ssl: runs trained at once, one process each, sharing the CPU cores (2 on a 2-core machine)")
     b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

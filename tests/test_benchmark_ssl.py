@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from dinomix_core.benchmark_ssl import (NARROW, RECIPE, SCALES, _check_resumable, compare_on_validation, dice_per_organ,
-                                        method_config, parse_overrides, results_dict, with_method_runs)
+                                        merge_results, method_config, parse_overrides, results_dict,
+                                        with_method_runs)
 
 
 @pytest.mark.parametrize("pred, ref, expected", [
@@ -461,3 +463,82 @@ def test_the_fat_planes_scale_is_the_default_on_phantoms_with_fat_planes(tmp_pat
     res = results_dict({}, f, "fat_planes", [0], "none")
     assert res["data"]["fat_planes_mm"] == {"esophagus": 4.0, "right adrenal gland": 6.0, "left adrenal gland": 6.0}
     assert "fat_planes_mm" not in results_dict({}, d, "default", [0], "none")["data"]
+
+
+def _fat_planes(runs):
+    return results_dict(runs, SCALES["fat_planes"], "fat_planes", [], "none")
+
+
+def test_merge_results_averages_each_row_over_the_seeds_it_has():
+    from dinomix_core.benchmark_ssl import markdown
+
+    a = _fat_planes({"supervised": [_scored(0, 20.0), _scored(1, 22.0)], "dinomix": [_scored(0, 30.0, small=6.0)]})
+    b = _fat_planes({"dinomix": [_scored(1, 34.0, small=10.0)], "mean_teacher": [_scored(1, 25.0)],
+                     "supervised_all": [_scored(1, 40.0)]})
+    before = json.loads(json.dumps(a))
+    out = merge_results([a, b], sources=["A", "B"])
+    assert a == before  # the parts are not modified
+    assert list(out["methods"]) == ["supervised", "supervised_all", "mean_teacher", "dinomix"]  # METHODS order
+    d = out["methods"]["dinomix"]
+    assert (d["mean_dice"], d["mean_dice_std"], d["small_organ_dice"], d["seeds"]) == (32.0, 2.0, 8.0, [0, 1])
+    assert out["methods"]["mean_teacher"]["seeds"] == [1] and out["seeds"] == [0, 1]
+    assert out["headroom"] == {"supervised_labeled": 21.0, "supervised_all": 40.0}
+    assert out["iterations"] == 4000 and out["iterations_by_method"] == {"dinomix": 9000}
+    assert out["data"]["fat_planes_mm"] == a["data"]["fat_planes_mm"] and out["command"].endswith("--merge A B")
+    assert [p["source"] for p in out["merged_from"]] == ["A", "B"]
+    assert out["merged_from"][0]["runs"] == ["dinomix 0", "supervised 0", "supervised 1"]
+    md = markdown(out)
+    assert "| dinomix (9000 iterations) | 32.0 +- 2.0 | 8.0 +- 2.0 |" in md
+    assert "| mean_teacher (seeds 1) | 25.0 +- 0.0 |" in md and "| supervised | 21.0 +- 1.0 |" in md
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a, b: [a], "two or more results files"),
+    (lambda a, b: [a, _fat_planes({"dinomix": [_scored(0, 31.0)]})], "dinomix seed 0: different runs in part 1 and"),
+    (lambda a, b: [a, results_dict({"mean_teacher": [_scored(1, 25.0)]}, SCALES["default"], "default", [],
+                                   "none")], r"part 2 was made differently from part 1 \(scale, data\)"),
+    (lambda a, b: [a, dict(b, recipe=dict(b["recipe"], confidence_threshold=0.9))], r"differently .*\(recipe\)"),
+    (lambda a, b: [a, dict(b, overrides={"warmup_fraction": 0.1})], r"differently .*\(overrides\)"),
+    (lambda a, b: [a, dict(b, iterations_by_method={"dinomix": 6000})],
+     "dinomix trained 6000 iterations in part 2, 9000 elsewhere"),
+    (lambda a, b: [dict(a, real_transductive={"x": 1}), dict(b, real_transductive={"x": 2})], "more than one"),
+    (lambda a, b: [a, {"real_transductive": {"x": 1}}], r"no phantom runs to merge in \['part 2'\]"),
+])
+def test_merge_results_rejects(change, message):
+    a = _fat_planes({"dinomix": [_scored(0, 30.0)]})
+    b = _fat_planes({"dinomix": [_scored(1, 34.0)], "mean_teacher": [_scored(1, 25.0)]})
+    with pytest.raises(ValueError, match=message):
+        merge_results(change(a, b))
+
+
+def test_ssl_merge_command_writes_the_merged_file_and_never_overwrites_another(tmp_path, capsys):
+    from dinomix_core import cli
+    from dinomix_core.benchmark_ssl import write_results
+
+    a = _fat_planes({"supervised": [_scored(0, 20.0)], "dinomix": [_scored(0, 30.0)]})
+    b = _fat_planes({"supervised": [_scored(1, 22.0)], "dinomix": [_scored(1, 34.0)]})
+    write_results(tmp_path / "A", a)
+    write_results(tmp_path / "B", b)
+    A, B, C = (str(tmp_path / x) for x in "ABC")
+    assert cli.main(["benchmark", "ssl", "--merge", A, B, "--output", C]) == 0
+    merged = json.loads((tmp_path / "C" / "ssl_benchmark.json").read_text())
+    assert merged == json.loads(json.dumps(merge_results([a, b], sources=[A, B])))
+    assert "| dinomix (9000 iterations) | 32.0 +- 2.0 |" in (tmp_path / "C" / "ssl_benchmark.md").read_text()
+    capsys.readouterr()
+    # an existing results file that is not one of the merged ones is refused and left as it is
+    write_results(tmp_path / "D", b)
+    kept = (tmp_path / "D" / "ssl_benchmark.json").read_text()
+    assert cli.main(["benchmark", "ssl", "--merge", A, C, "--output", str(tmp_path / "D")]) == 2
+    assert "is not one of the merged files" in capsys.readouterr().err
+    assert (tmp_path / "D" / "ssl_benchmark.json").read_text() == kept
+    assert cli.main(["benchmark", "ssl", "--merge", A, str(tmp_path / "nope"), "--output", C]) == 2
+    assert "no results file" in capsys.readouterr().err
+    # a run kept in two files (C holds A's) counts once; merging into one of the parts is allowed
+    assert cli.main(["benchmark", "ssl", "--merge", A, C, "--output", C]) == 0
+    assert json.loads((tmp_path / "C" / "ssl_benchmark.json").read_text())["methods"] == merged["methods"]
+    assert cli.main(["benchmark", "ssl", "--merge", A, str(tmp_path / "B" / "ssl_benchmark.json"), "--output", A]) == 0
+    assert json.loads((tmp_path / "A" / "ssl_benchmark.json").read_text())["methods"]["dinomix"]["seeds"] == [0, 1]
+    # two different runs of one method and seed are refused
+    write_results(tmp_path / "E", _fat_planes({"dinomix": [_scored(1, 35.0)]}))
+    assert cli.main(["benchmark", "ssl", "--merge", B, str(tmp_path / "E"), "--output", str(tmp_path / "F")]) == 2
+    assert "dinomix seed 1: different runs in" in capsys.readouterr().err and not (tmp_path / "F").exists()
