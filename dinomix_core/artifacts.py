@@ -207,6 +207,7 @@ class ResumeCheckpoint:
     finished: bool = False
     click_rng: Optional[Dict[str, Any]] = None  # the click refiner's numpy random stream (bit_generator.state)
     difficulty: Optional[Dict[str, Any]] = None  # losses.DifficultyTracker state (DiffDW class weights)
+    aligner: Optional[Dict[str, Any]] = None  # consistency.DistributionAlignment state (pseudo_label_alignment)
 
     def save(self, path: PathLike) -> Path:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -220,7 +220,8 @@ class PseudoLabelMonitor(TrainingCallback):
             ref = self._labels[v.case_id]
             logits = sliding_window_inference(v.image[None].to(trainer.device), cfg.patch_size, 2, trainer.ema,
                                               overlap=0.25)
-            y, conf, _ = pseudo_labels(logits.float(), cfg.confidence_threshold, cfg.pseudo_label_lcc)
+            y, conf, _ = pseudo_labels(logits.float(), cfg.confidence_threshold, cfg.pseudo_label_lcc,
+                                       align=trainer.aligner)
             crop = tuple(slice(0, s) for s in ref.shape)  # the trainer pads volumes at the end only
             y, conf = y[0][crop].cpu(), conf[0].bool()[crop].cpu()
             for c in range(1, len(ORGANS) + 1):

@@ -68,6 +68,10 @@ class DinoMixConfig:
         confidence_threshold: pseudo-label confidence below which a voxel is masked out.
         pseudo_label_lcc: also mask out the pseudo-labeled voxels of an organ outside its largest connected
             component in the patch (BCP keeps the largest component of its pseudo-labels).
+        pseudo_label_alignment: align the teacher's class probabilities with the labeled volumes' class
+            frequencies before pseudo-labelling (ReMixMatch's distribution alignment, damping only; see
+            ``consistency.DistributionAlignment``).
+        alignment_momentum: EMA momentum of the teacher's predicted class distribution for the alignment.
         ema_momentum: EMA teacher momentum.
         pic_start_power / pic_schedule: PIC class-sampling curriculum (see ``pic.curriculum_distribution``).
         # PIC: the CutMix curriculum
@@ -156,6 +160,8 @@ class DinoMixConfig:
     use_consistency: bool = True
     confidence_threshold: float = 0.7
     pseudo_label_lcc: bool = False
+    pseudo_label_alignment: bool = False
+    alignment_momentum: float = 0.99
     pic_box_fraction: Tuple[float, float, float] = (0.5, 0.5, 0.5)
     freq_momentum: float = 0.99
     pic_schedule_fraction: float = 0.8
@@ -252,6 +258,7 @@ class DinoMixConfig:
     def _validate_method(self) -> None:
         _in_range(self, "ema_momentum", 0.0, 1.0, upper_open=True)
         _in_range(self, "freq_momentum", 0.0, 1.0, upper_open=True)
+        _in_range(self, "alignment_momentum", 0.0, 1.0, upper_open=True)
         _in_range(self, "confidence_threshold", 0.0, 1.0)
         _in_range(self, "rampup_fraction", 0.0, 1.0)
         _in_range(self, "warmup_fraction", 0.0, 1.0, upper_open=True)

@@ -8,12 +8,12 @@ baselines (Laine & Aila; used by UA-MT, DHC and A&D). These helpers are framewor
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ["update_ema", "sigmoid_rampup", "pseudo_labels", "largest_component_mask"]
+__all__ = ["update_ema", "sigmoid_rampup", "pseudo_labels", "largest_component_mask", "DistributionAlignment"]
 
 
 @torch.no_grad()
@@ -65,7 +65,8 @@ def sigmoid_rampup(current: float, rampup_length: float) -> float:
 
 
 @torch.no_grad()
-def pseudo_labels(logits: torch.Tensor, threshold: float, largest_component: bool = False
+def pseudo_labels(logits: torch.Tensor, threshold: float, largest_component: bool = False,
+                  align: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hard pseudo-labels and confidence mask from (teacher) logits.
 
@@ -75,6 +76,8 @@ def pseudo_labels(logits: torch.Tensor, threshold: float, largest_component: boo
             ``>= threshold`` are kept.
         largest_component: also mask out every voxel of an organ outside that organ's largest connected
             component (:func:`largest_component_mask`).
+        align: maps the softmax probabilities to those the labels and the confidence are read from
+            (e.g. a :class:`DistributionAlignment`); ``None``: the softmax itself.
 
     Returns:
         ``(labels, mask, probs)``: labels LongTensor ``[B, ...]`` (argmax), mask float32 ``[B, ...]`` of
@@ -85,6 +88,8 @@ def pseudo_labels(logits: torch.Tensor, threshold: float, largest_component: boo
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
     probs = torch.softmax(logits.detach().float(), dim=1)
+    if align is not None:
+        probs = align(probs)
     conf, labels = probs.max(dim=1)
     mask = conf >= threshold
     if largest_component:
@@ -118,3 +123,82 @@ def largest_component_mask(labels: torch.Tensor) -> torch.Tensor:
     # the transform may write into its input: give it a copy, and plain tensors back
     kept = torch.stack([torch.as_tensor(keep(y[None].clone())).as_subclass(torch.Tensor)[0] for y in labels.long()])
     return kept.to(labels.device).long() == labels.long()
+
+
+class DistributionAlignment:
+    """Distribution alignment of the teacher's class probabilities before they become pseudo-labels.
+
+    ReMixMatch (Berthelot et al., ICLR 2020) multiplies each prediction on unlabeled data by
+    ``p(y) / p~(y)``, the labeled class distribution over a running average of the model's predicted one, and
+    renormalises; DARS (He et al., ICCV 2021) aligns segmentation pseudo-labels with the ground truth's class
+    distribution for the same reason: under class imbalance the teacher's errors on a class feed its own
+    pseudo-labels. Here the ratio is capped at 1 **[ours]**: only a class the teacher predicts more often than the
+    labeled volumes hold it is damped (its confident voxels shrink to the most certain ones); a class it still
+    misses early in training is not inflated to its expected share, which would place it where the teacher is
+    least sure.
+
+    Args:
+        target: ``[C]`` class frequencies of the labeled data (non-negative; normalised here).
+        momentum: EMA momentum of the predicted distribution, in [0, 1) (ReMixMatch: the last 128 batches).
+
+    Raises:
+        ValueError: on a target that is not a ``[C]`` vector with ``C >= 2`` and a positive sum, or a momentum
+            outside [0, 1).
+    """
+
+    def __init__(self, target: torch.Tensor, momentum: float = 0.99) -> None:
+        target = torch.as_tensor(target, dtype=torch.float64).detach().cpu()
+        if target.ndim != 1 or target.numel() < 2 or bool((target < 0).any()) or float(target.sum()) <= 0:
+            raise ValueError(f"target must be [C] non-negative frequencies with C >= 2 and a positive sum, "
+                             f"got {target.tolist() if target.numel() < 20 else tuple(target.shape)}.")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}.")
+        self.target = target / target.sum()
+        self.momentum = float(momentum)
+        self.predicted: Optional[torch.Tensor] = None  # running mean class probability; None before any update
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self, probs: torch.Tensor) -> None:
+        """Fold the mean class probability of ``probs`` (``[B, C, ...]``, e.g. one step's unlabeled patches)
+        into the running predicted distribution (the first update sets it)."""
+        if probs.ndim < 2 or probs.shape[1] != self.target.numel():
+            raise ValueError(f"probs must be [B, {self.target.numel()}, ...], got shape {tuple(probs.shape)}.")
+        mean = probs.detach().double().transpose(0, 1).reshape(probs.shape[1], -1).mean(1).cpu()
+        m = self.momentum if self.predicted is not None else 0.0
+        self.predicted = mean if self.predicted is None else m * self.predicted + (1.0 - m) * mean
+        self.num_updates += 1
+
+    def ratio(self) -> torch.Tensor:
+        """``min(1, target / predicted)`` per class (float64 ``[C]``); ones before any update."""
+        if self.predicted is None:
+            return torch.ones_like(self.target)
+        return (self.target / self.predicted.clamp_min(1e-12)).clamp(max=1.0)
+
+    @torch.no_grad()
+    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
+        """``probs`` (``[B, C, ...]``) times :meth:`ratio` along the class dim, renormalised to sum to 1."""
+        if probs.ndim < 2 or probs.shape[1] != self.target.numel():
+            raise ValueError(f"probs must be [B, {self.target.numel()}, ...], got shape {tuple(probs.shape)}.")
+        r = self.ratio().to(device=probs.device, dtype=probs.dtype).reshape(1, -1, *([1] * (probs.ndim - 2)))
+        out = probs * r
+        return out / out.sum(dim=1, keepdim=True).clamp_min(torch.finfo(out.dtype).tiny)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Serialisable state (stored in resume checkpoints)."""
+        return {"target": self.target.clone(), "momentum": self.momentum, "num_updates": self.num_updates,
+                "predicted": None if self.predicted is None else self.predicted.clone()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore the running distribution written by :meth:`state_dict` (the target stays this one's).
+
+        Raises:
+            ValueError: if the stored number of classes differs.
+        """
+        pred = state.get("predicted")
+        if pred is not None:
+            pred = torch.as_tensor(pred, dtype=torch.float64).reshape(-1)
+            if pred.numel() != self.target.numel():
+                raise ValueError(f"state has {pred.numel()} classes, the alignment {self.target.numel()}.")
+        self.predicted = pred
+        self.num_updates = int(state.get("num_updates", 0))

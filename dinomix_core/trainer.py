@@ -2,10 +2,10 @@
 
 One trainer serves every variant (supervised-only, mean teacher, DINO-Mix with or without FKD), chosen by the
 ``use_*`` switches of :class:`~dinomix_core.config.DinoMixConfig`. It is a lifecycle, as nnU-Net v2's trainer
-is: ``build_*`` hooks make the teacher, the augmenter, the student, the PIC mixer, the EMA teacher and the
-optimiser; :meth:`DinoMixTrainer.train_step` reads as sample -> pseudo-label -> mix -> forward -> loss -> step;
-:meth:`DinoMixTrainer.fit` is the short loop around it, and logging (TensorBoard, progress, ``curves.png``)
-sits behind one :class:`TrainingCallback`. A variant overrides a hook in a subclass.
+is: ``build_*`` hooks make the teacher, the augmenter, the student, the PIC mixer, the pseudo-label aligner, the EMA
+teacher and the optimiser; :meth:`DinoMixTrainer.train_step` reads as sample -> pseudo-label -> mix -> forward ->
+loss -> step; :meth:`DinoMixTrainer.fit` is the short loop around it, and logging (TensorBoard, progress,
+``curves.png``) sits behind one :class:`TrainingCallback`. A variant overrides a hook in a subclass.
 
 Per iteration (docs/method.md, section "Training step"):
 
@@ -48,7 +48,7 @@ from torch import nn
 from .artifacts import ModelFile, ResumeCheckpoint, atomic_write
 from .augment import PatchAugmenter
 from .config import DinoMixConfig
-from .consistency import pseudo_labels, sigmoid_rampup, update_ema
+from .consistency import DistributionAlignment, pseudo_labels, sigmoid_rampup, update_ema
 from .data import Volume, case_id_from_path, crop, load_cases, pad_to_patch, random_patch_start
 from .errors import ModelFileError, TrainingError
 from .interactive import refiner_loss
@@ -276,6 +276,7 @@ class DinoMixTrainer:
         self.model = self.build_student()
         self.mixer = self.build_mixer()
         self.tracker = self.mixer.tracker
+        self.aligner = self.build_aligner()
         self.difficulty = (DifficultyTracker(config.out_channels, config.diffdw_accumulate_iters)
                            if "diffdw" in config.class_weighting else None)
         self.start_iteration, self.best_metric = 0, -1.0
@@ -380,6 +381,18 @@ class DinoMixTrainer:
             shared_box=cfg.pic_shared_box,
         )
 
+    def build_aligner(self) -> Optional[DistributionAlignment]:
+        """ReMixMatch's distribution alignment of the teacher's probabilities before pseudo-labelling
+        (``pseudo_label_alignment``), towards the class frequencies of the labeled volumes as a whole (the
+        unlabeled patches are cropped uniformly, so their expected class shares are about those; the labeled
+        patches are organ-centred and would overstate the small organs); None when off."""
+        cfg = self.config
+        if not (cfg.pseudo_label_alignment and self.semi_supervised):
+            return None
+        counts = sum(torch.bincount(v.label.reshape(-1).long().cpu(), minlength=cfg.out_channels)[:cfg.out_channels]
+                     .double() for v in self.labeled)
+        return DistributionAlignment(counts, cfg.alignment_momentum)
+
     def build_ema(self) -> nn.Module:
         """The EMA teacher: a frozen copy of the (warm-started) student."""
         ema = copy.deepcopy(self.model).eval()
@@ -439,6 +452,8 @@ class DinoMixTrainer:
         self.tracker.load_state_dict(ckpt.tracker)
         if self.difficulty is not None and ckpt.difficulty:
             self.difficulty.load_state_dict(ckpt.difficulty)
+        if self.aligner is not None and ckpt.aligner:
+            self.aligner.load_state_dict(ckpt.aligner)
         self.gen.set_state(ckpt.generator)
         if self.augmenter is not None and ckpt.augmenter:
             self.augmenter.load_state_dict(ckpt.augmenter)
@@ -455,6 +470,7 @@ class DinoMixTrainer:
             augmenter=self.augmenter.state_dict() if self.augmenter is not None else None, finished=finished,
             click_rng=self.click_rng.bit_generator.state,
             difficulty=self.difficulty.state_dict() if self.difficulty is not None else None,
+            aligner=self.aligner.state_dict() if self.aligner is not None else None,
         ).save(self.checkpoint_path())
 
     def model_file(self, iteration: int, validation: Optional[Dict[str, Any]]) -> ModelFile:
@@ -517,8 +533,10 @@ class DinoMixTrainer:
         """The EMA teacher's hard pseudo-labels of the unlabeled patches and their 0/1 confidence mask."""
         with torch.autocast(self.device.type, enabled=self.use_amp):
             logits = self.ema(unl.weak if unl.weak is not None else unl.image)
+        if self.aligner is not None:
+            self.aligner.update(torch.softmax(logits.float(), dim=1))
         labels, conf, _ = pseudo_labels(logits.float(), self.config.confidence_threshold,
-                                        self.config.pseudo_label_lcc)
+                                        self.config.pseudo_label_lcc, align=self.aligner)
         return labels, conf
 
     def mix(self, lab: Patches, unl: Optional[Patches], pseudo: Optional[Tuple[torch.Tensor, torch.Tensor]],

@@ -37,6 +37,8 @@ BAD_FIELDS = [
     ("ema_momentum", 1.0),
     ("ema_momentum", -0.1),
     ("freq_momentum", 1.0),
+    ("alignment_momentum", 1.0),
+    ("alignment_momentum", -0.1),
     ("confidence_threshold", 1.5),
     ("confidence_threshold", -0.01),
     ("pic_schedule", "exponential"),

@@ -131,3 +131,59 @@ def test_pseudo_labels_largest_component():
     labels, mask, _ = pseudo_labels(logits, 0.7, largest_component=True)
     assert mask.flatten().tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0]
     assert labels.flatten().tolist() == [1, 1, 1, 0, 0, 0, 1, 0]  # labels unchanged; only the mask
+
+
+def test_distribution_alignment_damps_only_the_over_predicted_classes():
+    from dinomix_core.consistency import DistributionAlignment
+
+    da = DistributionAlignment(torch.tensor([8.0, 1.0, 1.0]), momentum=0.5)  # target 0.8 / 0.1 / 0.1
+    assert da.ratio().tolist() == [1.0, 1.0, 1.0]  # before any update: the identity
+    probs = torch.tensor([[0.6, 0.2, 0.2], [0.6, 0.4, 0.0]]).T.reshape(1, 3, 2)  # two voxels
+    da.update(probs)  # predicted: 0.6 / 0.3 / 0.1
+    assert torch.allclose(da.ratio(), torch.tensor([1.0, 1 / 3, 1.0], dtype=torch.float64))
+    out = da(probs)
+    # voxel 1: (0.6, 0.2/3, 0.2) / 0.8667; voxel 2: (0.6, 0.4/3, 0) / 0.7333
+    assert torch.allclose(out[0, :, 0], torch.tensor([0.6, 0.2 / 3, 0.2]) / (0.8 + 0.2 / 3), atol=1e-6)
+    assert torch.allclose(out[0, :, 1], torch.tensor([0.6, 0.4 / 3, 0.0]) / (0.6 + 0.4 / 3), atol=1e-6)
+    assert torch.allclose(out.sum(1), torch.ones(1, 2)) and out.dtype == probs.dtype
+    # the running mean: m * old + (1 - m) * new
+    da.update(torch.tensor([1.0, 0.0, 0.0]).reshape(1, 3, 1))
+    assert torch.allclose(da.predicted, torch.tensor([0.8, 0.15, 0.05], dtype=torch.float64))
+    # restored from its state, it aligns the same
+    again = DistributionAlignment(torch.tensor([8.0, 1.0, 1.0]))
+    again.load_state_dict(da.state_dict())
+    assert torch.equal(again.ratio(), da.ratio()) and again.num_updates == 2
+
+
+def test_pseudo_labels_read_the_aligned_probabilities():
+    from dinomix_core.consistency import DistributionAlignment, pseudo_labels
+
+    # class 1 is predicted on half the voxels where the labels hold 10 %: its less certain voxel drops below 0.8
+    logits = torch.log(torch.tensor([[0.01, 0.99], [0.15, 0.85], [0.9, 0.1], [0.9, 0.1]])).T.reshape(1, 2, 4)
+    labels, mask, _ = pseudo_labels(logits, 0.8)
+    assert labels.tolist() == [[1, 1, 0, 0]] and mask.tolist() == [[1.0, 1.0, 1.0, 1.0]]
+    da = DistributionAlignment(torch.tensor([0.9, 0.1]))
+    da.update(torch.softmax(logits, 1))  # predicted class 1: 0.51 -> ratio 0.1 / 0.51
+    labels, mask, probs = pseudo_labels(logits, 0.8, align=da)
+    assert labels.tolist() == [[1, 1, 0, 0]] and mask.tolist() == [[1.0, 0.0, 1.0, 1.0]]
+    r = 0.1 / 0.51
+    assert abs(float(probs[0, 1, 0]) - 0.99 * r / (0.01 + 0.99 * r)) < 1e-5  # 0.951: kept
+    assert abs(float(probs[0, 1, 1]) - 0.85 * r / (0.15 + 0.85 * r)) < 1e-5  # 0.526: masked
+
+
+@pytest.mark.parametrize("args, message", [
+    (([1.0],), "target must be"),
+    (([0.5, -0.5],), "target must be"),
+    (([0.0, 0.0],), "target must be"),
+    (([0.5, 0.5], 1.0), "momentum must be in"),
+])
+def test_distribution_alignment_rejects(args, message):
+    from dinomix_core.consistency import DistributionAlignment
+
+    with pytest.raises(ValueError, match=message):
+        DistributionAlignment(torch.tensor(args[0]), *args[1:])
+    da = DistributionAlignment(torch.tensor([0.5, 0.5]))
+    with pytest.raises(ValueError, match="probs must be"):
+        da.update(torch.ones(1, 3, 2))
+    with pytest.raises(ValueError, match="state has 3 classes"):
+        da.load_state_dict({"predicted": torch.ones(3)})

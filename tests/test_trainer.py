@@ -145,9 +145,10 @@ def test_live_teacher_has_no_cache_and_is_frozen(phantoms, tiny_teacher, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------- resume / warm start
-@pytest.mark.parametrize("class_weighting", ["none", "distdw_diffdw"])  # DiffDW's tracker state is resumed too
-def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path, class_weighting):
-    config = tiny_config(max_iterations=6, class_weighting=class_weighting)
+# DiffDW's tracker state and the pseudo-label alignment's running distribution are resumed too
+@pytest.mark.parametrize("class_weighting, align", [("none", False), ("distdw_diffdw", True)])
+def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path, class_weighting, align):
+    config = tiny_config(max_iterations=6, class_weighting=class_weighting, pseudo_label_alignment=align)
     out = tmp_path / "run"
     calls = {"n": 0}
 
@@ -164,6 +165,10 @@ def test_stop_then_resume_continues_from_the_checkpoint(phantoms, tmp_path, clas
     assert [r["iteration"] for r in first] == [1, 2, 3]
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["iteration"] == 3 and ckpt["finished"] is False
+    assert (ckpt["aligner"] is not None and ckpt["aligner"]["num_updates"] == 3) == align
+    if align:
+        back = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(out), device="cpu", resume=True)
+        assert back.aligner.num_updates == 3 and torch.equal(back.aligner.predicted, ckpt["aligner"]["predicted"])
     assert [h["iteration"] for h in ckpt["history"]] == [1, 2, 3]
 
     second = []
@@ -496,3 +501,32 @@ def test_warm_start_head_carries_over_the_shared_organs():
     assert out["head.conv.bias"].tolist() == [10.0, 12.0, -1.0, 11.0]
     assert out["head.conv.weight"][:, 0].flatten().tolist() == [0.0, 2.0, -1.0, 1.0]
     assert own["head.conv.bias"].tolist() == [-1.0] * 4  # the student's own tensors are not modified
+
+
+@pytest.mark.parametrize("align, semi", [(False, True), (True, True), (True, False)])
+def test_pseudo_label_alignment_towards_the_labeled_volumes(phantoms, tmp_path, align, semi):
+    """With pseudo_label_alignment the step's pseudo-labels are read from the teacher's aligned probabilities, the
+    target being the class shares of the labeled volumes; supervised-only training has nothing to align."""
+    from dinomix_core.consistency import pseudo_labels
+
+    config = tiny_config(max_iterations=1, use_fkd=False, teacher="none", pseudo_label_alignment=align,
+                         use_pic=semi, use_consistency=semi, confidence_threshold=0.0)
+    trainer = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / "a"), device="cpu")
+    assert (trainer.aligner is not None) == (align and semi)
+    if trainer.aligner is None:
+        return
+    counts = sum(torch.bincount(v.label.reshape(-1).long(), minlength=config.out_channels).double()
+                 for v in trainer.labeled)
+    assert torch.allclose(trainer.aligner.target, counts / counts.sum())
+    unl = trainer.sample(trainer.unlabeled, 2, labeled=False)
+    labels, conf = trainer.pseudo_label(unl)
+    with torch.no_grad():
+        logits = trainer.ema(unl.weak if unl.weak is not None else unl.image).float()
+    assert trainer.aligner.num_updates == 1
+    assert torch.allclose(trainer.aligner.predicted.float(), torch.softmax(logits, 1).mean((0, 2, 3, 4)), atol=1e-5)
+    aligned, aconf, _ = pseudo_labels(logits, 0.0, config.pseudo_label_lcc, align=trainer.aligner)
+    raw, _, _ = pseudo_labels(logits, 0.0, config.pseudo_label_lcc)
+    assert torch.equal(labels, aligned) and torch.equal(conf, aconf)
+    # an untrained teacher over-predicts some organs: they are damped, so fewer voxels are labeled as them
+    damped = [c for c in range(1, config.out_channels) if trainer.aligner.ratio()[c] < 1]
+    assert damped and sum(int((labels == c).sum()) for c in damped) < sum(int((raw == c).sum()) for c in damped)
