@@ -33,6 +33,7 @@ __all__ = [
     "load_volume",
     "pad_to_patch",
     "random_patch_start",
+    "patch_coverage",
     "crop",
 ]
 
@@ -211,6 +212,34 @@ def random_patch_start(
         v = (v // a) * a
         start.append(v)
     return tuple(start)  # type: ignore[return-value]
+
+
+def patch_coverage(shape: Sequence[int], patch_size: Sequence[int], align: Sequence[int] = (1, 1, 1)) -> torch.Tensor:
+    """The probability that each voxel of a volume of ``shape`` lies in a patch drawn by :func:`random_patch_start`
+    without an organ centre (uniform start in ``[0, s - p]`` per axis, snapped down to a multiple of ``align``).
+
+    The expected class shares of such patches are ``sum(coverage * onehot) / prod(patch_size)``: central voxels are
+    in nearly every patch, those at the edges in few, so they are not a volume's class shares.
+
+    Returns:
+        float64 tensor of ``shape`` (the outer product of the three axes' coverages).
+
+    Raises:
+        ValueError: when a patch side exceeds the volume's.
+    """
+    axes = []
+    for s, p, a in zip(shape, patch_size, align):
+        hi = int(s) - int(p)
+        if hi < 0:
+            raise ValueError(f"volume shape {tuple(shape)} is smaller than the patch {tuple(patch_size)}; pad first.")
+        starts = torch.zeros(int(s), dtype=torch.float64)
+        snapped = (torch.arange(hi + 1) // int(a)) * int(a)
+        starts.index_add_(0, snapped, torch.full((hi + 1,), 1.0 / (hi + 1), dtype=torch.float64))
+        # a voxel i is covered by the starts in [i - p + 1, i]: a running sum of the start probabilities
+        cum = torch.cat([torch.zeros(1, dtype=torch.float64), starts.cumsum(0)])
+        i = torch.arange(int(s))
+        axes.append(cum[i + 1] - cum[(i - int(p) + 1).clamp_min(0)])
+    return axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
 
 
 def crop(t: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:

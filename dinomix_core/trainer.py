@@ -49,7 +49,7 @@ from .artifacts import ModelFile, ResumeCheckpoint, atomic_write
 from .augment import PatchAugmenter
 from .config import DinoMixConfig
 from .consistency import DistributionAlignment, pseudo_labels, sigmoid_rampup, update_ema
-from .data import Volume, case_id_from_path, crop, load_cases, pad_to_patch, random_patch_start
+from .data import Volume, case_id_from_path, crop, load_cases, pad_to_patch, patch_coverage, random_patch_start
 from .errors import ModelFileError, TrainingError
 from .interactive import refiner_loss
 from .losses import DifficultyTracker, distdw_weights, floor_mean_one, fkd_loss, region_dice_ce_terms
@@ -383,14 +383,16 @@ class DinoMixTrainer:
 
     def build_aligner(self) -> Optional[DistributionAlignment]:
         """ReMixMatch's distribution alignment of the teacher's probabilities before pseudo-labelling
-        (``pseudo_label_alignment``), towards the class frequencies of the labeled volumes as a whole (the
-        unlabeled patches are cropped uniformly, so their expected class shares are about those; the labeled
-        patches are organ-centred and would overstate the small organs); None when off."""
+        (``pseudo_label_alignment``), towards the class shares that uniformly drawn patches of the labeled volumes
+        hold (the unlabeled patches are drawn so; the labeled ones are organ-centred and would overstate the small
+        organs, whole volumes understate the central organs); None when off."""
         cfg = self.config
         if not (cfg.pseudo_label_alignment and self.semi_supervised):
             return None
-        counts = sum(torch.bincount(v.label.reshape(-1).long().cpu(), minlength=cfg.out_channels)[:cfg.out_channels]
-                     .double() for v in self.labeled)
+        align, n = (self.stride, self.stride, 1), cfg.out_channels
+        counts = sum(torch.bincount(v.label.reshape(-1).long().cpu(), minlength=n,
+                                    weights=patch_coverage(v.shape, cfg.patch_size, align).reshape(-1))[:n]
+                     for v in self.labeled)
         return DistributionAlignment(counts, cfg.alignment_momentum)
 
     def build_ema(self) -> nn.Module:

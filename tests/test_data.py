@@ -37,3 +37,24 @@ def test_class_voxels_are_cached_and_exclude_background():
     assert sorted(cv) == [6, 13] and len(cv[13]) == 8 and len(cv[6]) == 28 * 28 * 16
     assert v.class_voxels() is cv
     assert Volume("u", torch.zeros((1, *SHAPE))).class_voxels() == {}
+
+
+def test_patch_coverage_exact_and_as_random_patch_start_draws():
+    from dinomix_core.data import patch_coverage
+
+    # one axis of 5 voxels, patch 3: starts 0, 1, 2 each 1/3; voxel i is covered by the starts in [i - 2, i]
+    cov = patch_coverage((5, 3, 2), (3, 3, 2))
+    assert cov[:, 0, 0].tolist() == pytest.approx([1 / 3, 2 / 3, 1.0, 2 / 3, 1 / 3])
+    assert bool((cov[2] == 1.0).all()) and float(cov.sum()) == pytest.approx(3 * 3 * 2)
+    # snapped to multiples of 2: starts 0, 0, 2 (v = 0, 1, 2) -> 2/3 at 0, 1/3 at 2
+    assert patch_coverage((5, 1, 1), (3, 1, 1), (2, 1, 1))[:, 0, 0].tolist() == pytest.approx(
+        [2 / 3, 2 / 3, 1.0, 1 / 3, 1 / 3])
+    # against the sampler: the share of 2000 drawn patches holding each voxel
+    g, shape, patch, align = torch.Generator().manual_seed(0), (12, 10, 6), (5, 4, 3), (2, 2, 1)
+    hits = torch.zeros(shape, dtype=torch.float64)
+    for _ in range(2000):
+        x, y, z = random_patch_start(shape, patch, g, align=align)
+        hits[x:x + 5, y:y + 4, z:z + 3] += 1
+    assert torch.allclose(hits / 2000, patch_coverage(shape, patch, align), atol=0.05)
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        patch_coverage((4, 4, 4), (5, 4, 4))

@@ -506,8 +506,10 @@ def test_warm_start_head_carries_over_the_shared_organs():
 @pytest.mark.parametrize("align, semi", [(False, True), (True, True), (True, False)])
 def test_pseudo_label_alignment_towards_the_labeled_volumes(phantoms, tmp_path, align, semi):
     """With pseudo_label_alignment the step's pseudo-labels are read from the teacher's aligned probabilities, the
-    target being the class shares of the labeled volumes; supervised-only training has nothing to align."""
+    target being the class shares of uniformly drawn patches of the labeled volumes; supervised-only training has
+    nothing to align."""
     from dinomix_core.consistency import pseudo_labels
+    from dinomix_core.data import patch_coverage
 
     config = tiny_config(max_iterations=1, use_fkd=False, teacher="none", pseudo_label_alignment=align,
                          use_pic=semi, use_consistency=semi, confidence_threshold=0.0)
@@ -515,9 +517,13 @@ def test_pseudo_label_alignment_towards_the_labeled_volumes(phantoms, tmp_path, 
     assert (trainer.aligner is not None) == (align and semi)
     if trainer.aligner is None:
         return
-    counts = sum(torch.bincount(v.label.reshape(-1).long(), minlength=config.out_channels).double()
-                 for v in trainer.labeled)
-    assert torch.allclose(trainer.aligner.target, counts / counts.sum())
+    shares = [torch.stack([(patch_coverage(v.shape, config.patch_size) * (v.label == c)).sum()
+                           for c in range(config.out_channels)]) / np.prod(config.patch_size) for v in trainer.labeled]
+    assert all(float(x.sum()) == pytest.approx(1.0) for x in shares)  # each patch holds exactly its voxels
+    assert torch.allclose(trainer.aligner.target, sum(shares) / len(shares))
+    whole = sum(torch.bincount(v.label.reshape(-1).long(), minlength=config.out_channels).double()
+                for v in trainer.labeled)
+    assert not torch.allclose(trainer.aligner.target, whole / whole.sum(), rtol=0.05)  # not the volumes' shares
     unl = trainer.sample(trainer.unlabeled, 2, labeled=False)
     labels, conf = trainer.pseudo_label(unl)
     with torch.no_grad():
