@@ -545,8 +545,7 @@ def merge_results(parts: Sequence[Dict[str, Any]], sources: Optional[Sequence[st
     runs = {m: sorted(runs[m], key=lambda r: r["seed"]) for m in order if m in runs}
     methods = aggregate(runs)
     by = {m: n for m, n in budgets.items() if n != first["iterations"]}
-    out = {k: copy.deepcopy(first[k]) for k in ("benchmark", *_MADE_ALIKE[1:], "iterations", "small_organs")
-           if k in first}
+    out = {k: copy.deepcopy(first[k]) for k in (*_MADE_ALIKE, "iterations", "small_organs") if k in first}
     out.update({
         "command": "dinomix benchmark ssl --merge " + " ".join(sources),
         "merged_from": [{"source": s, "command": p.get("command"), "wall_seconds": p.get("wall_seconds"),
