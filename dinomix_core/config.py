@@ -68,9 +68,9 @@ class DinoMixConfig:
         confidence_threshold: pseudo-label confidence below which a voxel is masked out.
         pseudo_label_lcc: also mask out the pseudo-labeled voxels of an organ outside its largest connected
             component in the patch (BCP keeps the largest component of its pseudo-labels).
-        pseudo_label_alignment: align the teacher's class probabilities with the labeled volumes' class
-            frequencies before pseudo-labelling (ReMixMatch's distribution alignment, damping only; see
-            ``consistency.DistributionAlignment``).
+        pseudo_label_alignment: align the teacher's class probabilities with the class shares of uniformly drawn
+            patches of the labeled volumes before pseudo-labelling (ReMixMatch's distribution alignment, damping
+            only; see ``consistency.DistributionAlignment`` and ``DinoMixTrainer.build_aligner``).
         alignment_momentum: EMA momentum of the teacher's predicted class distribution for the alignment.
         ema_momentum: EMA teacher momentum.
         pic_start_power / pic_schedule: PIC class-sampling curriculum (see ``pic.curriculum_distribution``).
