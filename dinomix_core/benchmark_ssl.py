@@ -406,6 +406,11 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
     return results
 
 
+def best_validation(run: Dict[str, Any]) -> float:
+    """A run's best validation Dice (its ``validation_curve``'s highest ``val_mean_dice``)."""
+    return max(c["val_mean_dice"] for c in run["validation_curve"])
+
+
 def compare_on_validation(baseline: Sequence[Dict[str, Any]], candidate: Sequence[Dict[str, Any]],
                           margin: float = 0.3, min_seeds_above: int = 2) -> Dict[str, Any]:
     """The decision rule of a pre-registered change, on the validation split only.
@@ -440,11 +445,8 @@ def compare_on_validation(baseline: Sequence[Dict[str, Any]], candidate: Sequenc
     if not 0 < min_seeds_above <= len(base):
         raise ValueError(f"min_seeds_above must be in 1..{len(base)}, got {min_seeds_above}.")
 
-    def best(r: Dict[str, Any]) -> float:
-        return max(c["val_mean_dice"] for c in r["validation_curve"])
-
     seeds = sorted(base)
-    rows = {s: {"val_baseline": best(base[s]), "val_candidate": best(cand[s]),
+    rows = {s: {"val_baseline": best_validation(base[s]), "val_candidate": best_validation(cand[s]),
                 "selected_candidate": cand[s].get("selected_iteration"),
                 "test_baseline": round(base[s]["mean_dice"], 2), "test_candidate": round(cand[s]["mean_dice"], 2),
                 "small_baseline": round(base[s]["small_organ_dice"], 2),

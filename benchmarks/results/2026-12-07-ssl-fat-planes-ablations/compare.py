@@ -10,12 +10,10 @@ import json
 import sys
 from pathlib import Path
 
+from dinomix_core.benchmark_ssl import best_validation
+
 HERE = Path(__file__).parent
 TABLE = HERE.parent / "2026-12-07-ssl-fat-planes" / "ssl_benchmark.json"
-
-
-def best_validation(run):
-    return max(v["val_mean_dice"] for v in run["validation_curve"])
 
 
 def main(files) -> None:
