@@ -104,6 +104,9 @@ class Scale:
     method_iterations: Tuple[Tuple[str, int], ...] = ()
     #: fat planes (organ, mm) in every phantom (``PhantomVariation.fat_planes``); none by default
     fat_planes: Tuple[Tuple[str, float], ...] = ()
+    #: DinoMixConfig fields a method takes at this scale (adopted there by a rule), as ``((method, ((field, value),
+    #: ...)), ...)``; ``--set`` still wins
+    method_settings: Tuple[Tuple[str, Tuple[Tuple[str, Any], ...]], ...] = ()
 
     def variations(self) -> Dict[str, Any]:
         """The labeled volumes' protocol and everyone else's, as ``{"labeled": ..., "other": ...}``."""
@@ -114,6 +117,13 @@ class Scale:
         """The method's training budget at this scale."""
         return dict(self.method_iterations).get(method, self.iterations)
 
+    def settings_of(self, method: str) -> Dict[str, Any]:
+        """The DinoMixConfig fields ``method`` takes at this scale beyond its own (``method_settings``)."""
+        return dict(dict(self.method_settings).get(method, ()))
+
+
+#: DINO-Mix with its pseudo-labels' class distribution aligned to the labeled volumes' (the fat-plane scales)
+_ALIGNED_DINOMIX = (("dinomix", (("pseudo_label_alignment", True),)),)
 
 #: ``default``: the 2-core CPU main table. DINO-Mix is trained 9000 iterations, the rest 4000: at 4000 and again at
 #: 6000 DINO-Mix selected its last checkpoint in every seed while the baselines had peaked
@@ -126,7 +136,11 @@ class Scale:
 #: step times of one process alone to fit the main table in 90 minutes of a 2-core CPU; with two runs side by side it
 #: took 105 (benchmarks/results/2026-12-06-ssl-coarse-scale.md). ``fat_planes``: the default scale on phantoms whose
 #: adrenal glands and oesophagus lie in their fat planes, as in a real CT (without them the small organs have almost
-#: no contrast to their neighbours; benchmarks/results/2026-12-07-ssl-fat-planes.md).
+#: no contrast to their neighbours; benchmarks/results/2026-12-07-ssl-fat-planes.md); its DINO-Mix aligns the
+#: pseudo-labels' class distribution (adopted there by its rule: 2026-12-07-ssl-distribution-alignment.md).
+#: ``fat_planes_fast``: the same phantoms, patch and DINO-Mix, budgets of 3000 / 6000 (DINO-Mix) iterations, chosen
+#: from measured step times so that the main table fits 90 minutes of the 2-core CPU it was measured on
+#: (benchmarks/results/2026-12-07-ssl-fat-planes-fast.md).
 SCALES: Dict[str, Scale] = {
     "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
     "fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (32, 32, 16), 3000, 250, (("dinomix", 6000),)),
@@ -134,7 +148,9 @@ SCALES: Dict[str, Scale] = {
     "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
     "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
     "fat_planes": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),),
-                        fat_planes=FAT_PLANES),
+                        fat_planes=FAT_PLANES, method_settings=_ALIGNED_DINOMIX),
+    "fat_planes_fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 3000, 500,
+                             (("dinomix", 6000),), fat_planes=FAT_PLANES, method_settings=_ALIGNED_DINOMIX),
 }
 
 
@@ -289,9 +305,10 @@ def parse_overrides(items: Optional[Sequence[str]]) -> Dict[str, Any]:
 
 def method_config(method: str, scale: Scale, seed: int, teacher: str = "none",
                   overrides: Optional[Dict[str, Any]] = None) -> DinoMixConfig:
-    """The configuration of one run: the ``cpu`` preset at ``scale``, the method's settings, then ``overrides``."""
+    """The configuration of one run: the ``cpu`` preset at ``scale``, the method's settings, its settings at
+    ``scale``, then ``overrides``."""
     return _preset(
-        method, overrides, seed=seed, max_iterations=scale.iterations_of(method), patch_size=scale.patch,
+        method, {**scale.settings_of(method), **(overrides or {})}, seed=seed, max_iterations=scale.iterations_of(method), patch_size=scale.patch,
         target_spacing=scale.spacing, teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1,
         val_interval=scale.val_interval,
         sw_roi_size=(0, 0, 0),  # windows of the training patch, as every recorded result of this benchmark
@@ -364,7 +381,8 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
         overrides: DinoMixConfig fields set for every method of the run (``--set``), recorded in the results.
             Runs kept from ``existing`` must have been made with the same overrides.
         workers: runs trained at once, each in its own process on ``cpu_count // workers`` threads (the recorded
-            CPU results: 2 workers, one thread each); the semi-supervised runs, the longest, start first.
+            CPU results: 2 workers, one thread each); the semi-supervised runs, the longest, start first, those
+            with the largest budget before the others.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
@@ -399,7 +417,7 @@ def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods
         for m, seed in jobs:
             finished(m, seed, run_method(m, seed, data, sc, out, teacher, device, overrides))
     else:
-        _run_parallel(sorted(jobs, key=lambda j: not _semi_supervised(j[0])), workers, finished,
+        _run_parallel(job_order(jobs, sc), workers, finished,
                       data=data, scale=sc, out=out, teacher=teacher, device=device, overrides=overrides)
     results = timed(results_dict(runs, sc, scale, seeds, teacher, overrides))
     write_results(out, results)
@@ -494,7 +512,8 @@ def with_method_runs(results: Dict[str, Any], method: str, runs: Sequence[Dict[s
 
 
 #: what must be equal for runs of two results files to share a table
-_MADE_ALIKE = ("benchmark", "scale", "data", "patch_size", "val_interval", "recipe", "overrides", "teacher")
+_MADE_ALIKE = ("benchmark", "scale", "data", "patch_size", "val_interval", "recipe", "overrides", "method_settings",
+               "teacher")
 
 
 def merge_results(parts: Sequence[Dict[str, Any]], sources: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -569,6 +588,12 @@ def merge_results(parts: Sequence[Dict[str, Any]], sources: Optional[Sequence[st
     return out
 
 
+def job_order(jobs: Sequence[Tuple[str, int]], sc: Scale) -> List[Tuple[str, int]]:
+    """The (method, seed) runs in the order parallel workers take them: the semi-supervised ones (the slowest per
+    iteration) first, the largest budget first among them, so that no long run starts last."""
+    return sorted(jobs, key=lambda j: (not _semi_supervised(j[0]), -sc.iterations_of(j[0])))
+
+
 def _semi_supervised(method: str) -> bool:
     settings, all_labeled = METHODS[method]
     return not all_labeled and bool(settings.get("use_pic") or settings.get("use_consistency"))
@@ -614,9 +639,12 @@ def _check_resumable(existing: Dict[str, Any], scale: str, teacher: str, overrid
     overrides and per-method budget (runs made otherwise must not be averaged with new ones)."""
     if "methods" not in existing:  # a file holding only the real-CT check: no phantom runs to keep
         return
-    want = {"scale": scale, "teacher": teacher, "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides)}
+    want = {"scale": scale, "teacher": teacher, "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides),
+            "method_settings": method_settings(SCALES[scale]) if scale in SCALES else None}
     have = {"scale": existing.get("scale"), "teacher": existing.get("teacher"), "recipe": existing.get("recipe"),
-            "overrides": dict(existing.get("overrides") or {})}
+            "overrides": dict(existing.get("overrides") or {}), "method_settings": existing.get("method_settings")}
+    if not want["method_settings"]:
+        want["method_settings"] = None
     if "iterations" in existing and scale in SCALES:
         kept = sorted(existing["methods"])
         want["budget"] = {m: overrides.get("max_iterations", SCALES[scale].iterations_of(m)) for m in kept}
@@ -625,6 +653,11 @@ def _check_resumable(existing: Dict[str, Any], scale: str, teacher: str, overrid
     if differ:
         what = "; ".join(f"{k} {have[k]!r} there, {want[k]!r} now" for k in differ)
         raise ValueError(f"the results being resumed were made differently ({what}); use another --output.")
+
+
+def method_settings(sc: Scale) -> Dict[str, Dict[str, Any]]:
+    """``sc.method_settings`` as recorded in a results file: ``{method: {field: value}}``."""
+    return {m: _jsonable(sc.settings_of(m)) for m, _ in sc.method_settings}
 
 
 def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
@@ -652,6 +685,7 @@ def results_dict(runs, sc: Scale, scale: str, seeds: Sequence[int], teacher: str
                                  "other_protocol": "wide (portal/arterial/native, noise 10-40 HU, blur 0.4-1.5)",
                                  **({"fat_planes_mm": dict(sc.fat_planes)} if sc.fat_planes else {})},
         "iterations": iterations, **({"iterations_by_method": by_method} if by_method else {}),
+        **({"method_settings": method_settings(sc)} if sc.method_settings else {}),
         "patch_size": list(sc.patch),
         "val_interval": sc.val_interval,
         "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides or {}), "teacher": teacher,
@@ -741,13 +775,16 @@ def markdown(results: Dict[str, Any]) -> str:
     # a row trained to another budget than the rest (assembled from separate runs) says so
     by = results.get("iterations_by_method") or {}
     budgets = " (" + ", ".join(f"{m}: {n}" for m, n in by.items()) + ")" if by else ""
+    settings = results.get("method_settings") or {}
+    at_scale = "; at this scale " + "; ".join(
+        f"{m} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in f.items()) for m, f in settings.items()) if settings else ""
     lines = [
         "# Semi-supervised benchmark (SYNTHETIC phantoms)", "",
         f"{d['labeled']} labeled ({d['labeled_protocol']}), {d['unlabeled']} unlabeled, {d['validation']} validation, "
         f"{d['test']} test volumes ({d['other_protocol']}), {tuple(d['shape'])} at {tuple(d['spacing_mm'])} mm"
         + (f", fat planes (mm) {d['fat_planes_mm']}" if d.get("fat_planes_mm") else "") + "; "
         f"{results['iterations']} iterations{budgets}, model selected on validation; seeds {results['seeds']}; "
-        f"teacher `{results['teacher']}`{sets}. Dice in percent, mean +- std over seeds.", "",
+        f"teacher `{results['teacher']}`{sets}{at_scale}. Dice in percent, mean +- std over seeds.", "",
         "| method | mean Dice | small organs | " + " | ".join(ORGAN_ABBREVIATIONS) + " |",
         "|---|---|---|" + "---|" * len(ORGAN_ABBREVIATIONS),
     ]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dinomix_core.benchmark_ssl import (NARROW, RECIPE, SCALES, _check_resumable, compare_on_validation, dice_per_organ,
-                                        merge_results, method_config, parse_overrides, results_dict,
+                                        markdown, merge_results, method_config, parse_overrides, results_dict,
                                         with_method_runs)
 
 
@@ -157,6 +157,50 @@ def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
 
 _MADE = {"methods": {}, "scale": "default", "teacher": "none", "recipe": {k: list(v) if isinstance(v, tuple) else v
                                                                           for k, v in RECIPE.items()}, "overrides": {}}
+
+
+def test_the_fat_planes_fast_scale_keeps_the_fat_plane_phantoms_and_patch_with_smaller_budgets():
+    import dataclasses
+
+    f, q = SCALES["fat_planes"], SCALES["fat_planes_fast"]
+    assert dataclasses.replace(q, iterations=f.iterations, method_iterations=f.method_iterations) == f
+    assert [method_config(m, q, 0).max_iterations for m in ("supervised", "supervised_all", "mean_teacher",
+                                                             "dinomix")] == [3000, 3000, 3000, 6000]
+
+
+@pytest.mark.parametrize("scale, method, overrides, aligned", [
+    ("fat_planes", "dinomix", None, True),  # adopted at the fat-plane scales
+    ("fat_planes_fast", "dinomix", None, True),
+    ("fat_planes", "mean_teacher", None, False),  # the scale's settings are DINO-Mix's only
+    ("fat_planes", "dinomix_no_pic", None, False),
+    ("default", "dinomix", None, False),
+    ("fat_planes", "dinomix", {"pseudo_label_alignment": False}, False),  # --set wins
+    ("default", "mean_teacher", {"pseudo_label_alignment": True}, True),
+])
+def test_a_scale_s_method_settings_apply_to_that_method_under_the_overrides(scale, method, overrides, aligned):
+    assert method_config(method, SCALES[scale], 0, overrides=overrides).pseudo_label_alignment is aligned
+
+
+def test_results_record_the_scale_s_method_settings_and_resume_checks_them():
+    existing = results_dict({"dinomix": [_scored(0, 30.0)]}, SCALES["fat_planes_fast"], "fat_planes_fast", [0], "none")
+    assert existing["method_settings"] == {"dinomix": {"pseudo_label_alignment": True}}
+    assert "at this scale dinomix pseudo_label_alignment=true" in markdown(existing)
+    assert "method_settings" not in results_dict({}, SCALES["default"], "default", [0], "none")
+    _check_resumable(existing, "fat_planes_fast", "none", {})
+    with pytest.raises(ValueError, match=r"made differently \(method_settings "):
+        _check_resumable({k: v for k, v in existing.items() if k != "method_settings"}, "fat_planes_fast", "none", {})
+
+
+@pytest.mark.parametrize("jobs, order", [
+    # the semi-supervised runs first, DINO-Mix's larger budget before the mean teacher's; seeds keep their order
+    ([("supervised", 0), ("mean_teacher", 0), ("dinomix", 0), ("supervised_all", 0), ("dinomix", 1)],
+     [("dinomix", 0), ("dinomix", 1), ("mean_teacher", 0), ("supervised", 0), ("supervised_all", 0)]),
+    ([("supervised_all", 1), ("supervised", 1)], [("supervised_all", 1), ("supervised", 1)]),
+])
+def test_parallel_runs_start_longest_first(jobs, order):
+    from dinomix_core.benchmark_ssl import job_order
+
+    assert job_order(jobs, SCALES["fat_planes_fast"]) == order
 
 
 @pytest.mark.parametrize("changed, differs", [
@@ -457,7 +501,7 @@ def test_the_fat_planes_scale_is_the_default_on_phantoms_with_fat_planes(tmp_pat
     from dinomix_core.phantoms import FAT_PLANES
 
     d, f = SCALES["default"], SCALES["fat_planes"]
-    assert dataclasses.replace(f, fat_planes=()) == d and f.fat_planes == FAT_PLANES
+    assert dataclasses.replace(f, fat_planes=(), method_settings=()) == d and f.fat_planes == FAT_PLANES
     assert d.variations()["labeled"].fat_planes == () and f.variations()["other"].fat_planes == FAT_PLANES
     assert f.variations()["labeled"] == dataclasses.replace(NARROW, fat_planes=FAT_PLANES)
     res = results_dict({}, f, "fat_planes", [0], "none")
@@ -496,9 +540,11 @@ def test_merge_results_averages_each_row_over_the_seeds_it_has():
     (lambda a, b: [a], "two or more results files"),
     (lambda a, b: [a, _fat_planes({"dinomix": [_scored(0, 31.0)]})], "dinomix seed 0: different runs in part 1 and"),
     (lambda a, b: [a, results_dict({"mean_teacher": [_scored(1, 25.0)]}, SCALES["default"], "default", [],
-                                   "none")], r"part 2 was made differently from part 1 \(scale, data\)"),
+                                   "none")], r"part 2 was made differently from part 1 \(scale, data, method_settings\)"),
     (lambda a, b: [a, dict(b, recipe=dict(b["recipe"], confidence_threshold=0.9))], r"differently .*\(recipe\)"),
     (lambda a, b: [a, dict(b, overrides={"warmup_fraction": 0.1})], r"differently .*\(overrides\)"),
+    # DINO-Mix without the scale's settings (e.g. a part run before they joined it) is another row
+    (lambda a, b: [a, {k: v for k, v in b.items() if k != "method_settings"}], r"differently .*\(method_settings\)"),
     (lambda a, b: [a, dict(b, iterations_by_method={"dinomix": 6000})],
      "dinomix trained 6000 iterations in part 2, 9000 elsewhere"),
     (lambda a, b: [dict(a, real_transductive={"x": 1}), dict(b, real_transductive={"x": 2})], "more than one"),
