@@ -355,9 +355,11 @@ def run_method(method: str, seed: int, data: Dict[str, List[Tuple[str, str]]], s
 
 
 def aggregate(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
-    """Mean and std over seeds per method, per organ and for the small organs."""
+    """Mean and std over seeds per method, per organ and for the small organs; rows in ``METHODS`` order (others
+    after them, by name), whatever order the runs finished in."""
     out = {}
-    for m, rs in runs.items():
+    for m in sorted(runs, key=lambda m: (list(METHODS).index(m), "") if m in METHODS else (len(METHODS), m)):
+        rs = runs[m]
         if not rs:
             continue
         out[m] = {
@@ -562,8 +564,7 @@ def merge_results(parts: Sequence[Dict[str, Any]], sources: Optional[Sequence[st
     real = [p["real_transductive"] for p in parts if p.get("real_transductive")]
     if len(real) > 1:
         raise ValueError("more than one part holds a real-CT check; merge the phantom runs only.")
-    order = list(METHODS) + sorted(set(runs) - set(METHODS))
-    runs = {m: sorted(runs[m], key=lambda r: r["seed"]) for m in order if m in runs}
+    runs = {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in runs.items()}
     methods = aggregate(runs)
     by = {m: n for m, n in budgets.items() if n != first["iterations"]}
     out = {k: copy.deepcopy(first[k]) for k in (*_MADE_ALIKE, "iterations", "small_organs") if k in first}

@@ -191,6 +191,14 @@ def test_results_record_the_scale_s_method_settings_and_resume_checks_them():
         _check_resumable({k: v for k, v in existing.items() if k != "method_settings"}, "fat_planes_fast", "none", {})
 
 
+def test_table_rows_follow_the_methods_order_whatever_order_the_runs_finished_in():
+    from dinomix_core.benchmark_ssl import aggregate
+
+    runs = {"zzz_extra": [_scored(0, 1.0)], "dinomix": [_scored(0, 30.0)], "supervised_all": [_scored(0, 40.0)],
+            "supervised": [_scored(0, 20.0)], "aaa_extra": [_scored(0, 2.0)], "mean_teacher": []}
+    assert list(aggregate(runs)) == ["supervised", "supervised_all", "dinomix", "aaa_extra", "zzz_extra"]
+
+
 @pytest.mark.parametrize("jobs, order", [
     # the semi-supervised runs first, DINO-Mix's larger budget before the mean teacher's; seeds keep their order
     ([("supervised", 0), ("mean_teacher", 0), ("dinomix", 0), ("supervised_all", 0), ("dinomix", 1)],
