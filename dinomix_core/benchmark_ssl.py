@@ -308,9 +308,9 @@ def method_config(method: str, scale: Scale, seed: int, teacher: str = "none",
     """The configuration of one run: the ``cpu`` preset at ``scale``, the method's settings, its settings at
     ``scale``, then ``overrides``."""
     return _preset(
-        method, {**scale.settings_of(method), **(overrides or {})}, seed=seed, max_iterations=scale.iterations_of(method), patch_size=scale.patch,
-        target_spacing=scale.spacing, teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1,
-        val_interval=scale.val_interval,
+        method, {**scale.settings_of(method), **(overrides or {})}, seed=seed,
+        max_iterations=scale.iterations_of(method), patch_size=scale.patch, target_spacing=scale.spacing,
+        teacher=teacher, batch_size_labeled=1, batch_size_unlabeled=1, val_interval=scale.val_interval,
         sw_roi_size=(0, 0, 0),  # windows of the training patch, as every recorded result of this benchmark
         aug_organ_prob=0.0,  # weak augmentation only (module docstring)
         refiner=False,  # the click refiner leaves the segmenter bit-identical (tests/test_interactive.py), at a cost
@@ -641,11 +641,9 @@ def _check_resumable(existing: Dict[str, Any], scale: str, teacher: str, overrid
     if "methods" not in existing:  # a file holding only the real-CT check: no phantom runs to keep
         return
     want = {"scale": scale, "teacher": teacher, "recipe": _jsonable(RECIPE), "overrides": _jsonable(overrides),
-            "method_settings": method_settings(SCALES[scale]) if scale in SCALES else None}
+            "method_settings": (method_settings(SCALES[scale]) or None) if scale in SCALES else None}
     have = {"scale": existing.get("scale"), "teacher": existing.get("teacher"), "recipe": existing.get("recipe"),
             "overrides": dict(existing.get("overrides") or {}), "method_settings": existing.get("method_settings")}
-    if not want["method_settings"]:
-        want["method_settings"] = None
     if "iterations" in existing and scale in SCALES:
         kept = sorted(existing["methods"])
         want["budget"] = {m: overrides.get("max_iterations", SCALES[scale].iterations_of(m)) for m in kept}
@@ -777,8 +775,8 @@ def markdown(results: Dict[str, Any]) -> str:
     by = results.get("iterations_by_method") or {}
     budgets = " (" + ", ".join(f"{m}: {n}" for m, n in by.items()) + ")" if by else ""
     settings = results.get("method_settings") or {}
-    at_scale = "; at this scale " + "; ".join(
-        f"{m} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in f.items()) for m, f in settings.items()) if settings else ""
+    at_scale = "".join(f"; at this scale {m} " + ", ".join(f"{k}={json.dumps(v)}" for k, v in f.items())
+                       for m, f in settings.items())
     lines = [
         "# Semi-supervised benchmark (SYNTHETIC phantoms)", "",
         f"{d['labeled']} labeled ({d['labeled_protocol']}), {d['unlabeled']} unlabeled, {d['validation']} validation, "

@@ -548,7 +548,8 @@ def test_merge_results_averages_each_row_over_the_seeds_it_has():
     (lambda a, b: [a], "two or more results files"),
     (lambda a, b: [a, _fat_planes({"dinomix": [_scored(0, 31.0)]})], "dinomix seed 0: different runs in part 1 and"),
     (lambda a, b: [a, results_dict({"mean_teacher": [_scored(1, 25.0)]}, SCALES["default"], "default", [],
-                                   "none")], r"part 2 was made differently from part 1 \(scale, data, method_settings\)"),
+                                   "none")], r"part 2 was made differently from part 1 \(scale, data, "
+                                             r"method_settings\)"),
     (lambda a, b: [a, dict(b, recipe=dict(b["recipe"], confidence_threshold=0.9))], r"differently .*\(recipe\)"),
     (lambda a, b: [a, dict(b, overrides={"warmup_fraction": 0.1})], r"differently .*\(overrides\)"),
     # DINO-Mix without the scale's settings (e.g. a part run before they joined it) is another row
