@@ -1,9 +1,10 @@
 """Each ablation run (one ``--set`` away from the fat-planes table's DINO-Mix row) against that row's run of the same
 seed: best validation Dice, test mean Dice, test small-organ mean, and per organ where it moves by 5 or more.
 
-    python benchmarks/results/2026-12-07-ssl-fat-planes-ablations/compare.py [RUN.json ...]
+    python benchmarks/results/2026-12-07-ssl-fat-planes-ablations/compare.py [--table TABLE.json] [RUN.json ...]
 
-Without arguments: every ``*_seed*.json`` beside this script.
+Without run files: every ``*_seed*.json`` beside this script. ``--table``: the table whose DINO-Mix row the runs
+are compared with (default: the fat-planes table; the fat_planes_fast ablations use that scale's table).
 """
 
 import json
@@ -16,8 +17,8 @@ HERE = Path(__file__).parent
 TABLE = HERE.parent / "2026-12-07-ssl-fat-planes" / "ssl_benchmark.json"
 
 
-def main(files) -> None:
-    row = {r["seed"]: r for r in json.loads(TABLE.read_text())["methods"]["dinomix"]["runs"]}
+def main(files, table: Path = TABLE) -> None:
+    row = {r["seed"]: r for r in json.loads(table.read_text())["methods"]["dinomix"]["runs"]}
     print("| change | seed | best validation | test mean Dice | test small organs | organs moving by 5 or more |")
     print("|---|---|---|---|---|---|")
     for f in files:
@@ -33,4 +34,8 @@ def main(files) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or sorted(str(p) for p in HERE.glob("*_seed*.json")))
+    args = sys.argv[1:]
+    table = TABLE
+    if args[:1] == ["--table"]:
+        table, args = Path(args[1]), args[2:]
+    main(args or sorted(str(p) for p in HERE.glob("*_seed*.json")), table)
