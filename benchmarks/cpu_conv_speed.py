@@ -5,7 +5,7 @@ PyTorch runs batch-1 float32 3D convolutions with small leading sizes on its ref
 the student channels-last on the CPU. This script measures both ways in ONE process, alternating (the speed of
 this machine drifts between processes by more than some of the differences):
 
-* training: seconds per iteration of the SSL benchmark's runs (``dinomix_core.benchmark_ssl``, the ``default`` scale:
+* training: seconds per iteration of the SSL benchmark's runs (``dinomix_core.benchmark_ssl``, the ``plain`` scale:
   SYNTHETIC 64 x 64 x 32 phantoms, patch 48 x 48 x 24, one thread) for ``--methods``, ``--rounds`` blocks of
   ``--iterations`` steps each way after ``--warmup`` steps; the median over blocks;
 * the app's Retrain: seconds per iteration of the ``cpu`` preset on the sample studies (``--iterations`` / 3 steps
@@ -86,7 +86,7 @@ def training(methods: List[str], data_dir: Path, out_dir: Path, rounds: int, ite
     from dinomix_core.benchmark_ssl import SCALES, method_config, training_sets, write_dataset
     from dinomix_core.trainer import DinoMixTrainer
 
-    scale = SCALES["default"]
+    scale = SCALES["plain"]
     data = write_dataset(data_dir, scale)
     out = {}
     for method in methods:
@@ -119,7 +119,7 @@ def prediction(data_dir: Path, rounds: int) -> Dict[str, Dict[str, float]]:
     from dinomix_core.inference import Predictor
     from dinomix_core.networks import build_student
 
-    scale = SCALES["default"]
+    scale = SCALES["plain"]
     phantom = write_dataset(data_dir, scale)["test"][0][0]
     ct = REPO / "sample_data" / "studies" / "real_ct_001.nii.gz"
     out = {}
@@ -160,7 +160,7 @@ def main(argv: List[str] | None = None) -> None:
         result = {
             "what": "seconds per training iteration and per prediction, PyTorch's convolution backend choice (plain) "
                     "against dinomix_core.cpu_conv + channels-last training weights (onednn), alternating in one process",
-            "data": "SYNTHETIC phantoms of `dinomix benchmark ssl` (default scale); the app's Retrain on the sample "
+            "data": "SYNTHETIC phantoms of `dinomix benchmark ssl --scale plain`; the app's Retrain on the sample "
                     "studies (the real CT and SYNTHETIC phantoms); prediction on a phantom and the real CT in sample_data",
             "command": " ".join(["python benchmarks/cpu_conv_speed.py", *(sys.argv[1:] if argv is None else argv)]),
             "machine": {"processor": platform.processor() or platform.machine(), "torch": torch.__version__,

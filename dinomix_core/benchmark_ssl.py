@@ -8,13 +8,15 @@ Every volume is a SYNTHETIC phantom (:mod:`dinomix_core.phantoms`). What makes a
 - **a protocol shift** from the labeled set to the unlabeled and test sets: the labeled volumes come from one
   narrow protocol (portal-venous phase, noise 10-20 HU, a sharp kernel); the unlabeled, validation and test
   volumes from a mix (portal, arterial, native phases: organ HU shifts of 20-140 HU; noise 10-40 HU; blur
-  0.4-1.5 voxels), so the unlabeled volumes carry information about the test distribution.
+  0.4-1.5 voxels), so the unlabeled volumes carry information about the test distribution;
+- **small organs that labels can teach**: at the default scale the adrenal glands and the oesophagus lie in their
+  fat planes, as in a real CT.
 
 Every method, supervised-only included, trains with the same **weak augmentation** (intensity shift and scale,
 noise, blur, small rotation and scale; no flips). The organ-wise intensity randomisation of the few-real-labels
 recipe (``aug_organ_prob``) is off here: it would synthesise the contrast phases the labeled set lacks and so
 erase the protocol shift this benchmark is built on. Each run is long enough to reach its validation plateau
-(4000 iterations: supervised-only plateaus after about 2500).
+(:data:`SCALES` gives each scale's budgets and why).
 
 The runner measures its own headroom: ``supervised_all`` trains with every training volume labeled, on the same
 budget. Each method is selected on a labeled validation split (never the test set) and scored on the test set:
@@ -49,22 +51,24 @@ from .labels import ORGAN_ABBREVIATIONS, ORGANS, SMALL_ORGANS
 from .phantoms import FAT_PLANES, NARROW_VARIATION, WIDE_VARIATION
 from .trainer import TrainingCallback
 
-__all__ = ["METHODS", "SCALES", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark", "compare_on_validation",
-           "with_method_runs", "merge_results", "ssl_main"]
+__all__ = ["METHODS", "SCALES", "DEFAULT_SCALE", "NARROW", "WIDE", "RECIPE", "WARMUP", "run_ssl_benchmark",
+           "compare_on_validation", "with_method_runs", "merge_results", "ssl_main"]
 
 logger = logging.getLogger(__name__)
 
 #: the labeled volumes' protocol and everyone else's (unlabeled, validation, test): see dinomix_core.phantoms
 NARROW, WIDE = NARROW_VARIATION, WIDE_VARIATION
 
-#: The recipe the mean teacher baseline and the ablation rows were measured on: RECIPE before
-#: ``pseudo_label_lcc`` joined it. Each row is what was run; ``dinomix_no_lcc`` is DINO-Mix on it.
+#: The recipe the mean teacher baseline was measured on: RECIPE before ``pseudo_label_lcc`` joined it.
 _MEASURED = dict(RECIPE, pseudo_label_lcc=False)
 #: supervised-only: no unlabeled losses; the ``cpu`` preset's class weights, which need no unlabeled data
 #: (benchmarks/results/2026-12-05-ssl-supervised-class-weights.md: the stronger baseline on validation)
 _SUP = dict(use_pic=False, use_consistency=False, use_fkd=False)
 #: BCP's supervised warm-up, as a fraction of the run: the mean teacher baseline keeps it, DINO-Mix's ablation adds it
 WARMUP = 0.2
+#: the benchmark's DINO-Mix: the recipe, its unlabeled losses ramped over half the run: the budgets of 6000-9000
+#: iterations leave the whole-run ramp little time at full weight (benchmarks/results/2026-12-06-ssl-rampup-half.md)
+_DINOMIX = dict(RECIPE, use_pic=True, use_consistency=True, use_fkd=True, rampup_fraction=0.5)
 
 #: method -> (config overrides, every training volume labeled?)
 METHODS: Dict[str, Tuple[Dict[str, Any], bool]] = {
@@ -72,16 +76,15 @@ METHODS: Dict[str, Tuple[Dict[str, Any], bool]] = {
     "supervised_all": (_SUP, True),
     "mean_teacher": (dict(_MEASURED, use_pic=False, use_consistency=True, use_fkd=False, warmup_fraction=WARMUP),
                      False),
-    # the unlabeled losses' ramp over half the run: the benchmark's budget of 9000 iterations leaves the whole-run ramp
-    # little time at full weight (benchmarks/results/2026-12-06-ssl-rampup-half.md)
-    "dinomix": (dict(RECIPE, use_pic=True, use_consistency=True, use_fkd=True, rampup_fraction=0.5), False),
-    # ablations: DINO-Mix without one component each (with, for the warm-up), on the recipe they were measured on
-    "dinomix_no_lcc": (dict(_MEASURED, use_pic=True, use_consistency=True, use_fkd=True), False),
-    "dinomix_no_pic": (dict(_MEASURED, use_pic=False, use_consistency=True, use_fkd=True), False),
-    "dinomix_no_consistency": (dict(_MEASURED, use_pic=True, use_consistency=False, use_fkd=True), False),
-    "dinomix_no_class_weights": (dict(_MEASURED, class_weighting="none", use_fkd=True), False),
-    "dinomix_warmup": (dict(_MEASURED, warmup_fraction=WARMUP, use_fkd=True), False),
-    "dinomix_no_augment": (dict(_MEASURED, augment=False, use_fkd=True), False),
+    "dinomix": (_DINOMIX, False),
+    # ablations: the DINO-Mix row without one component each (with it, for the warm-up); at every scale they take
+    # DINO-Mix's budget and settings (``Scale.iterations_of``, ``Scale.settings_of``)
+    "dinomix_no_lcc": (dict(_DINOMIX, pseudo_label_lcc=False), False),
+    "dinomix_no_pic": (dict(_DINOMIX, use_pic=False), False),
+    "dinomix_no_consistency": (dict(_DINOMIX, use_consistency=False), False),
+    "dinomix_no_class_weights": (dict(_DINOMIX, class_weighting="none"), False),
+    "dinomix_warmup": (dict(_DINOMIX, warmup_fraction=WARMUP), False),
+    "dinomix_no_augment": (dict(_DINOMIX, augment=False), False),
     "supervised_no_augment": (dict(_SUP, augment=False), False),
 }
 MAIN_METHODS = ("supervised", "supervised_all", "mean_teacher", "dinomix")
@@ -114,44 +117,53 @@ class Scale:
                 "other": replace(WIDE, fat_planes=self.fat_planes)}
 
     def iterations_of(self, method: str) -> int:
-        """The method's training budget at this scale."""
-        return dict(self.method_iterations).get(method, self.iterations)
+        """The method's training budget at this scale (an ablation of DINO-Mix: DINO-Mix's)."""
+        return dict(self.method_iterations).get(_row_of(method), self.iterations)
 
     def settings_of(self, method: str) -> Dict[str, Any]:
-        """The DinoMixConfig fields ``method`` takes at this scale beyond its own (``method_settings``)."""
-        return dict(dict(self.method_settings).get(method, ()))
+        """The DinoMixConfig fields ``method`` takes at this scale beyond its own (``method_settings``; an ablation
+        of DINO-Mix: DINO-Mix's)."""
+        return dict(dict(self.method_settings).get(_row_of(method), ()))
+
+
+def _row_of(method: str) -> str:
+    """The main-table row a method is a variant of: ``dinomix`` for DINO-Mix's ablations, else the method itself."""
+    return "dinomix" if method.startswith("dinomix_") else method
 
 
 #: DINO-Mix with its pseudo-labels' class distribution aligned to the labeled volumes' (the fat-plane scales)
 _ALIGNED_DINOMIX = (("dinomix", (("pseudo_label_alignment", True),)),)
 
-#: ``default``: the 2-core CPU main table. DINO-Mix is trained 9000 iterations, the rest 4000: at 4000 and again at
-#: 6000 DINO-Mix selected its last checkpoint in every seed while the baselines had peaked
-#: (benchmarks/results/2026-12-04-ssl-dinomix-6000-3seeds.md, 2026-12-05-ssl-dinomix-9000.md). ``quick``: a smoke
-#: run; ``full``: for a GPU. ``fast``: the default's phantoms with a patch of 32 x 32 x 16 and budgets of 3000 / 6000
-#: (DINO-Mix) iterations, chosen from measured step times so that the main table fits 90 minutes of a 2-core CPU
-#: (benchmarks/results/2026-12-06-ssl-fast-scale.md). ``coarse``: the same patients and protocols rendered at
-#: 6 x 6 x 8 mm (48 x 48 x 24 voxels, the same field of view), so that a patch of 32 x 32 x 16 sees about what the default's
-#: 48 x 48 x 24 patch sees; budgets of 4000 / 6000 (DINO-Mix) iterations, validation every 500, chosen from measured
-#: step times of one process alone to fit the main table in 90 minutes of a 2-core CPU; with two runs side by side it
-#: took 105 (benchmarks/results/2026-12-06-ssl-coarse-scale.md). ``fat_planes``: the default scale on phantoms whose
-#: adrenal glands and oesophagus lie in their fat planes, as in a real CT (without them the small organs have almost
-#: no contrast to their neighbours; benchmarks/results/2026-12-07-ssl-fat-planes.md); its DINO-Mix aligns the
-#: pseudo-labels' class distribution (adopted there by its rule: 2026-12-07-ssl-distribution-alignment.md).
-#: ``fat_planes_fast``: the same phantoms, patch and DINO-Mix, budgets of 3000 / 6000 (DINO-Mix) iterations, chosen
-#: from measured step times so that the main table fits 90 minutes of the 2-core CPU it was measured on
-#: (benchmarks/results/2026-12-07-ssl-fat-planes-fast.md).
+#: ``fat_planes_fast`` (the default, ``DEFAULT_SCALE``): the main table. 4 labeled / 16 unlabeled / 4 validation /
+#: 10 test phantoms of 64 x 64 x 32 at 4.5 x 4.5 x 6 mm whose adrenal glands and oesophagus lie in their fat planes,
+#: as in a real CT (without them the small organs have almost no contrast to their neighbours and every volume
+#: labeled adds 1.6 points on them: benchmarks/results/2026-12-07-ssl-fat-planes.md); patch 48 x 48 x 24; budgets of
+#: 3000 / 6000 (DINO-Mix) iterations, chosen from measured step times so that the 3-seed table fits 90 minutes of the
+#: 2-core CPU it was measured on (2026-12-07-ssl-fat-planes-fast.md); its DINO-Mix aligns the pseudo-labels' class
+#: distribution (adopted by its rule: 2026-12-07-ssl-distribution-alignment.md). ``fat_planes``: the same with
+#: 4000 / 9000 iterations. ``full``: the same phantoms at 96 x 96 x 48 (3 x 3 x 4 mm), whole-volume patches, 6000
+#: iterations, for a GPU. ``quick``: a smoke run.
+#:
+#: Without fat planes: ``plain``, the first CPU table (4000 / 9000 iterations: at 4000 and again at 6000 DINO-Mix
+#: selected its last checkpoint in every seed while the baselines had peaked: 2026-12-04-ssl-dinomix-6000-3seeds.md,
+#: 2026-12-05-ssl-dinomix-9000.md); ``fast``: its phantoms with a patch of 32 x 32 x 16 and 3000 / 6000 iterations
+#: (2026-12-06-ssl-fast-scale.md); ``coarse``: the same patients rendered at 6 x 6 x 8 mm (48 x 48 x 24 voxels, the
+#: same field of view), patch 32 x 32 x 16, 4000 / 6000 iterations, validation every 500
+#: (2026-12-06-ssl-coarse-scale.md). Neither small scale left the headroom the benchmark needs.
 SCALES: Dict[str, Scale] = {
-    "default": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
-    "fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (32, 32, 16), 3000, 250, (("dinomix", 6000),)),
-    "coarse": Scale(4, 16, 4, 10, (48, 48, 24), (6.0, 6.0, 8.0), (32, 32, 16), 4000, 500, (("dinomix", 6000),)),
-    "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
-    "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250),
-    "fat_planes": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),),
-                        fat_planes=FAT_PLANES, method_settings=_ALIGNED_DINOMIX),
     "fat_planes_fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 3000, 500,
                              (("dinomix", 6000),), fat_planes=FAT_PLANES, method_settings=_ALIGNED_DINOMIX),
+    "fat_planes": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),),
+                        fat_planes=FAT_PLANES, method_settings=_ALIGNED_DINOMIX),
+    "full": Scale(4, 16, 4, 10, (96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48), 6000, 250,
+                  fat_planes=FAT_PLANES, method_settings=_ALIGNED_DINOMIX),
+    "quick": Scale(2, 2, 1, 2, (32, 32, 16), (9.0, 9.0, 12.0), (32, 32, 16), 4, 2),
+    "plain": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (48, 48, 24), 4000, 500, (("dinomix", 9000),)),
+    "fast": Scale(4, 16, 4, 10, (64, 64, 32), (4.5, 4.5, 6.0), (32, 32, 16), 3000, 250, (("dinomix", 6000),)),
+    "coarse": Scale(4, 16, 4, 10, (48, 48, 24), (6.0, 6.0, 8.0), (32, 32, 16), 4000, 500, (("dinomix", 6000),)),
 }
+#: the scale of ``dinomix benchmark ssl`` without ``--scale``
+DEFAULT_SCALE = "fat_planes_fast"
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -374,7 +386,7 @@ def aggregate(runs: Dict[str, List[Dict[str, Any]]]) -> Dict[str, Any]:
 
 
 def run_ssl_benchmark(output_dir: str, seeds: Sequence[int] = (0, 1, 2), methods: Optional[Sequence[str]] = None,
-                      scale: str = "default", teacher: str = "none", device: Optional[str] = None,
+                      scale: str = DEFAULT_SCALE, teacher: str = "none", device: Optional[str] = None,
                       existing: Optional[Dict[str, Any]] = None,
                       overrides: Optional[Dict[str, Any]] = None, workers: int = 1) -> Dict[str, Any]:
     """Run (or continue) the benchmark; the results file is rewritten after every run.
@@ -789,11 +801,13 @@ def markdown(results: Dict[str, Any]) -> str:
     ]
     for m, r in results["methods"].items():
         # a row averaged over fewer seeds than the table's (a merged file) names its own
-        own = f"seeds {', '.join(map(str, r['seeds']))}" if r.get("seeds", results["seeds"]) != results["seeds"] else ""
+        seeds = r.get("seeds", results["seeds"])
+        own = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds != results["seeds"] else ""
         extra = ", ".join(x for x in (f"{by[m]} iterations" if m in by else "", own) if x)
         name = f"{m} ({extra})" if extra else m
-        lines.append(f"| {name} | {r['mean_dice']:.1f} +- {r['mean_dice_std']:.1f} | {r['small_organ_dice']:.1f} +- "
-                     f"{r['small_organ_dice_std']:.1f} | " + " | ".join(f"{r['per_organ'][o]:.1f}" for o in ORGANS) + " |")
+        sd = (lambda k: f" +- {r[k]:.1f}") if len(seeds) > 1 else (lambda k: "")  # no spread from one seed
+        lines.append(f"| {name} | {r['mean_dice']:.1f}{sd('mean_dice_std')} | {r['small_organ_dice']:.1f}"
+                     f"{sd('small_organ_dice_std')} | " + " | ".join(f"{r['per_organ'][o]:.1f}" for o in ORGANS) + " |")
     # how a row was made where it differs from the rest (assembled results say so in ``notes``)
     notes = results.get("notes") or {}
     if notes:
@@ -877,7 +891,7 @@ def ssl_main(args) -> int:
     keep = getattr(args, "resume", False) or getattr(args, "real_ct_dir", None)
     if keep and (out / "ssl_benchmark.json").exists():
         existing = json.loads((out / "ssl_benchmark.json").read_text())
-    scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else getattr(args, "scale", "default"))
+    scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else getattr(args, "scale", DEFAULT_SCALE))
     if getattr(args, "real_ct_dir", None):
         res = dict(existing or {})
 

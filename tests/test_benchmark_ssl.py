@@ -51,19 +51,32 @@ def test_only_the_mean_teacher_and_the_warmup_ablation_have_a_supervised_warmup(
 
 
 @pytest.mark.parametrize("method, lcc", [("dinomix", True), ("dinomix_no_lcc", False), ("mean_teacher", False),
-                                         ("dinomix_no_pic", False), ("dinomix_warmup", False)])
-def test_only_dinomix_keeps_pseudo_labels_to_their_largest_component(method, lcc):
-    """The recipe has pseudo_label_lcc; the baseline and the ablation rows stay as they were measured."""
+                                         ("dinomix_no_pic", True), ("dinomix_warmup", True)])
+def test_only_the_mean_teacher_and_the_lcc_ablation_keep_every_component_of_a_pseudo_label(method, lcc):
+    """The recipe has pseudo_label_lcc; the mean teacher baseline stays as it was measured."""
     assert method_config(method, SCALES["quick"], 0).pseudo_label_lcc is lcc
-    if method.startswith("dinomix_no_"):  # each ablation differs from dinomix_no_lcc in its one component only
-        base, abl = (method_config(m, SCALES["quick"], 0).to_dict() for m in ("dinomix_no_lcc", method))
-        assert len({k for k in base if base[k] != abl[k]}) == (0 if method == "dinomix_no_lcc" else 1)
+
+
+@pytest.mark.parametrize("ablation, change", [
+    ("dinomix_no_lcc", {"pseudo_label_lcc": False}),
+    ("dinomix_no_pic", {"use_pic": False}),
+    ("dinomix_no_consistency", {"use_consistency": False}),
+    ("dinomix_no_class_weights", {"class_weighting": "none"}),
+    ("dinomix_warmup", {"warmup_fraction": 0.2}),
+    ("dinomix_no_augment", {"augment": False}),
+])
+@pytest.mark.parametrize("scale", ["fat_planes_fast", "plain", "full"])
+def test_each_ablation_is_the_dinomix_row_with_one_component_changed(ablation, change, scale):
+    """Budget and scale settings included: at ``fat_planes_fast`` an ablation trains DINO-Mix's 6000 iterations
+    with its aligned pseudo-labels, as ``--methods dinomix --set FIELD=VALUE`` would."""
+    base, abl = (method_config(m, SCALES[scale], 0).to_dict() for m in ("dinomix", ablation))
+    assert {k: abl[k] for k in abl if abl[k] != base[k]} == change
 
 
 @pytest.mark.parametrize("method", ["supervised", "supervised_all", "supervised_no_augment"])
 def test_supervised_rows_train_with_the_recipes_class_weights(method):
     """The class weights need no unlabeled data: the supervised baseline has them (the stronger one on validation)."""
-    cfg = method_config(method, SCALES["default"], 0)
+    cfg = method_config(method, SCALES["plain"], 0)
     assert (cfg.class_weighting, cfg.use_pic, cfg.use_consistency) == ("distdw", False, False)
 
 
@@ -79,31 +92,31 @@ def test_overrides_come_last_in_a_method_config():
     assert results_dict({}, sc, "quick", [0], "none")["iterations"] == sc.iterations
 
 
-@pytest.mark.parametrize("method, ramp", [("dinomix", 0.5), ("dinomix_no_lcc", 1.0), ("dinomix_no_pic", 1.0),
+@pytest.mark.parametrize("method, ramp", [("dinomix", 0.5), ("dinomix_no_lcc", 0.5), ("dinomix_no_pic", 0.5),
                                           ("mean_teacher", 1.0)])
-def test_only_the_benchmarks_dinomix_ramps_over_half_the_run(method, ramp):
-    """The ramp over half the run was measured for the benchmark's DINO-Mix row only; the ablations and the app's
+def test_only_the_benchmarks_dinomix_and_its_ablations_ramp_over_half_the_run(method, ramp):
+    """The ramp over half the run was measured for the benchmark's DINO-Mix row; the mean teacher and the app's
     ``cpu`` preset keep the whole-run ramp they were measured with."""
-    assert method_config(method, SCALES["default"], 0).rampup_fraction == ramp
+    assert method_config(method, SCALES["plain"], 0).rampup_fraction == ramp
     assert RECIPE["rampup_fraction"] == 1.0
 
 
-def test_dinomix_trains_longer_at_the_default_scale():
-    """DINO-Mix's own budget at the default scale, recorded per method; ``--set max_iterations`` sets every run's."""
-    sc = SCALES["default"]
+def test_dinomix_and_its_ablations_train_longer_at_the_plain_scale():
+    """DINO-Mix's own budget at the plain scale, recorded per method; ``--set max_iterations`` sets every run's."""
+    sc = SCALES["plain"]
     assert [method_config(m, sc, 0).max_iterations for m in ("supervised", "mean_teacher", "dinomix",
-                                                              "dinomix_no_pic")] == [4000, 4000, 9000, 4000]
+                                                              "dinomix_no_pic")] == [4000, 4000, 9000, 9000]
     assert method_config("dinomix", sc, 0, overrides={"max_iterations": 10}).max_iterations == 10
     assert method_config("dinomix", SCALES["quick"], 0).max_iterations == SCALES["quick"].iterations
     runs = {"supervised": [], "dinomix": []}
-    res = results_dict(runs, sc, "default", [0], "none")
+    res = results_dict(runs, sc, "plain", [0], "none")
     assert (res["iterations"], res["iterations_by_method"]) == (4000, {"dinomix": 9000})
-    assert "iterations_by_method" not in results_dict(runs, sc, "default", [0], "none", {"max_iterations": 10})
-    assert "iterations_by_method" not in results_dict({"supervised": []}, sc, "default", [0], "none")
+    assert "iterations_by_method" not in results_dict(runs, sc, "plain", [0], "none", {"max_iterations": 10})
+    assert "iterations_by_method" not in results_dict({"supervised": []}, sc, "plain", [0], "none")
 
 
-def test_the_fast_scale_keeps_the_default_phantoms_with_a_smaller_patch_and_budget():
-    d, f = SCALES["default"], SCALES["fast"]
+def test_the_fast_scale_keeps_the_plain_phantoms_with_a_smaller_patch_and_budget():
+    d, f = SCALES["plain"], SCALES["fast"]
     keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test", "shape", "spacing")
     assert [getattr(f, k) for k in keep] == [getattr(d, k) for k in keep]
     assert (f.patch, f.val_interval) == ((32, 32, 16), 250)
@@ -125,8 +138,8 @@ def test_training_sets_give_only_supervised_all_the_hidden_labels(method, labele
     assert data == {"labeled": [("l.nii", "l_lab.nii")], "unlabeled": [("u.nii", "u_lab.nii")]}  # not changed
 
 
-def test_the_coarse_scale_renders_the_default_field_of_view_at_coarser_voxels():
-    d, c = SCALES["default"], SCALES["coarse"]
+def test_the_coarse_scale_renders_the_plain_field_of_view_at_coarser_voxels():
+    d, c = SCALES["plain"], SCALES["coarse"]
     keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test")
     assert [getattr(c, k) for k in keep] == [getattr(d, k) for k in keep]
     fov = lambda s: [n * mm for n, mm in zip(s.shape, s.spacing)]  # noqa: E731
@@ -155,7 +168,7 @@ def test_ssl_set_errors_exit_2_and_write_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
-_MADE = {"methods": {}, "scale": "default", "teacher": "none", "recipe": {k: list(v) if isinstance(v, tuple) else v
+_MADE = {"methods": {}, "scale": "plain", "teacher": "none", "recipe": {k: list(v) if isinstance(v, tuple) else v
                                                                           for k, v in RECIPE.items()}, "overrides": {}}
 
 
@@ -172,10 +185,10 @@ def test_the_fat_planes_fast_scale_keeps_the_fat_plane_phantoms_and_patch_with_s
     ("fat_planes", "dinomix", None, True),  # adopted at the fat-plane scales
     ("fat_planes_fast", "dinomix", None, True),
     ("fat_planes", "mean_teacher", None, False),  # the scale's settings are DINO-Mix's only
-    ("fat_planes", "dinomix_no_pic", None, False),
-    ("default", "dinomix", None, False),
+    ("fat_planes", "dinomix_no_pic", None, True),  # and DINO-Mix's ablations
+    ("plain", "dinomix", None, False),
     ("fat_planes", "dinomix", {"pseudo_label_alignment": False}, False),  # --set wins
-    ("default", "mean_teacher", {"pseudo_label_alignment": True}, True),
+    ("plain", "mean_teacher", {"pseudo_label_alignment": True}, True),
 ])
 def test_a_scale_s_method_settings_apply_to_that_method_under_the_overrides(scale, method, overrides, aligned):
     assert method_config(method, SCALES[scale], 0, overrides=overrides).pseudo_label_alignment is aligned
@@ -185,7 +198,7 @@ def test_results_record_the_scale_s_method_settings_and_resume_checks_them():
     existing = results_dict({"dinomix": [_scored(0, 30.0)]}, SCALES["fat_planes_fast"], "fat_planes_fast", [0], "none")
     assert existing["method_settings"] == {"dinomix": {"pseudo_label_alignment": True}}
     assert "at this scale dinomix pseudo_label_alignment=true" in markdown(existing)
-    assert "method_settings" not in results_dict({}, SCALES["default"], "default", [0], "none")
+    assert "method_settings" not in results_dict({}, SCALES["plain"], "plain", [0], "none")
     _check_resumable(existing, "fat_planes_fast", "none", {})
     with pytest.raises(ValueError, match=r"made differently \(method_settings "):
         _check_resumable({k: v for k, v in existing.items() if k != "method_settings"}, "fat_planes_fast", "none", {})
@@ -218,7 +231,7 @@ def test_parallel_runs_start_longest_first(jobs, order):
     ({"recipe": dict(_MADE["recipe"], confidence_threshold=0.9)}, "recipe"),
     ({"overrides": {"warmup_fraction": 0.0}}, "overrides"),
     ({"methods": None, "scale": "quick"}, None),  # only a real-CT check in the file: nothing to average with
-    # each method's budget: DINO-Mix trains 9000 iterations at the default scale, the baselines 4000
+    # each method's budget: DINO-Mix trains 9000 iterations at the plain scale, the baselines 4000
     ({"iterations": 4000, "methods": {"supervised": {}}}, None),
     ({"iterations": 4000, "iterations_by_method": {"dinomix": 9000}, "methods": {"dinomix": {}}}, None),
     ({"iterations": 4000, "iterations_by_method": {"dinomix": 6000}, "methods": {"dinomix": {}}}, "budget"),
@@ -228,10 +241,10 @@ def test_parallel_runs_start_longest_first(jobs, order):
 def test_resume_refuses_runs_made_differently(changed, differs):
     existing = {k: v for k, v in {**_MADE, **changed}.items() if v is not None}
     if differs is None:
-        _check_resumable(existing, "default", "none", {})
+        _check_resumable(existing, "plain", "none", {})
     else:
         with pytest.raises(ValueError, match=f"made differently \\({differs} "):
-            _check_resumable(existing, "default", "none", {})
+            _check_resumable(existing, "plain", "none", {})
 
 
 def test_ssl_benchmark_quick_run_writes_every_result(tmp_path, one_thread):
@@ -322,14 +335,16 @@ def test_real_ct_transductive_check_smoke(tmp_path, one_thread):
     assert not (tmp_path / "x").exists()
 
 
-def test_without_a_teacher_dinomix_without_pic_is_the_mean_teacher_without_warmup(tmp_path, one_thread):
+def test_without_a_teacher_dinomix_without_pic_is_the_mean_teacher_on_dinomixs_recipe(tmp_path, one_thread):
     """With teacher ``none`` the ``dinomix_no_pic`` ablation trains exactly as ``mean_teacher`` without its
-    supervised warm-up (FKD has nothing to distil): the two differ in nothing else."""
+    supervised warm-up and with DINO-Mix's largest-component pseudo-labels and half-run ramp (FKD has nothing to
+    distil): the two differ in nothing else."""
     from dinomix_core import benchmark_ssl as b
 
     sc = b.SCALES["quick"]
     data = b.write_dataset(tmp_path / "data", sc)
-    mt = b.run_method("mean_teacher", 0, data, sc, tmp_path, device="cpu", overrides={"warmup_fraction": 0.0})
+    mt = b.run_method("mean_teacher", 0, data, sc, tmp_path, device="cpu",
+                      overrides={"warmup_fraction": 0.0, "pseudo_label_lcc": True, "rampup_fraction": 0.5})
     no_pic = b.run_method("dinomix_no_pic", 0, data, sc, tmp_path, device="cpu")
     assert mt["per_organ"] == no_pic["per_organ"] and mt["validation_curve"] == no_pic["validation_curve"]
     assert mt["pseudo_labels"] == no_pic["pseudo_labels"] != []
@@ -453,7 +468,7 @@ def _scored(seed, test, small=5.0):
 
 def test_with_method_runs_replaces_one_row_and_keeps_the_rest():
     res = results_dict({"supervised": [_scored(0, 20.0), _scored(1, 22.0)],
-                        "dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["default"], "default", [0, 1], "none")
+                        "dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["plain"], "plain", [0, 1], "none")
     out = with_method_runs(res, "dinomix", [_scored(1, 35.0, small=9.0), _scored(0, 33.0, small=7.0)], "ramp 0.5",
                            iterations=9000)
     assert out["methods"]["dinomix"]["mean_dice"] == 34.0 and out["methods"]["dinomix"]["mean_dice_std"] == 1.0
@@ -470,7 +485,7 @@ def test_with_method_runs_replaces_one_row_and_keeps_the_rest():
     ("dinomix", [0], "has seeds"),
 ])
 def test_with_method_runs_rejects(method, seeds, message):
-    res = results_dict({"dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["default"], "default", [0, 1], "none")
+    res = results_dict({"dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["plain"], "plain", [0, 1], "none")
     with pytest.raises(ValueError, match=message):
         with_method_runs(res, method, [_scored(s, 33.0) for s in seeds], "note")
 
@@ -486,7 +501,7 @@ def test_ssl_rule_adopt_rewrites_the_results_only_when_the_rule_is_met(tmp_path,
     import ssl_rule
 
     res = results_dict({"supervised": [_scored(0, 20.0), _scored(1, 22.0)],
-                        "dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["default"], "default", [0, 1], "none")
+                        "dinomix": [_scored(0, 30.0), _scored(1, 32.0)]}, SCALES["plain"], "plain", [0, 1], "none")
     write_results(tmp_path, res)
     before = (tmp_path / "ssl_benchmark.json").read_text()
     cand = tmp_path / "cand.json"
@@ -503,18 +518,18 @@ def test_ssl_rule_adopt_rewrites_the_results_only_when_the_rule_is_met(tmp_path,
     assert "dinomix: ramp 0.5" in (tmp_path / "ssl_benchmark.md").read_text()
 
 
-def test_the_fat_planes_scale_is_the_default_on_phantoms_with_fat_planes(tmp_path):
+def test_the_fat_planes_scale_is_the_plain_one_on_phantoms_with_fat_planes(tmp_path):
     import dataclasses
 
     from dinomix_core.phantoms import FAT_PLANES
 
-    d, f = SCALES["default"], SCALES["fat_planes"]
+    d, f = SCALES["plain"], SCALES["fat_planes"]
     assert dataclasses.replace(f, fat_planes=(), method_settings=()) == d and f.fat_planes == FAT_PLANES
     assert d.variations()["labeled"].fat_planes == () and f.variations()["other"].fat_planes == FAT_PLANES
     assert f.variations()["labeled"] == dataclasses.replace(NARROW, fat_planes=FAT_PLANES)
     res = results_dict({}, f, "fat_planes", [0], "none")
     assert res["data"]["fat_planes_mm"] == {"esophagus": 4.0, "right adrenal gland": 6.0, "left adrenal gland": 6.0}
-    assert "fat_planes_mm" not in results_dict({}, d, "default", [0], "none")["data"]
+    assert "fat_planes_mm" not in results_dict({}, d, "plain", [0], "none")["data"]
 
 
 def _fat_planes(runs):
@@ -541,13 +556,13 @@ def test_merge_results_averages_each_row_over_the_seeds_it_has():
     assert out["merged_from"][0]["runs"] == ["dinomix 0", "supervised 0", "supervised 1"]
     md = markdown(out)
     assert "| dinomix (9000 iterations) | 32.0 +- 2.0 | 8.0 +- 2.0 |" in md
-    assert "| mean_teacher (seeds 1) | 25.0 +- 0.0 |" in md and "| supervised | 21.0 +- 1.0 |" in md
+    assert "| mean_teacher (seed 1) | 25.0 | " in md and "| supervised | 21.0 +- 1.0 |" in md  # no spread of one seed
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda a, b: [a], "two or more results files"),
     (lambda a, b: [a, _fat_planes({"dinomix": [_scored(0, 31.0)]})], "dinomix seed 0: different runs in part 1 and"),
-    (lambda a, b: [a, results_dict({"mean_teacher": [_scored(1, 25.0)]}, SCALES["default"], "default", [],
+    (lambda a, b: [a, results_dict({"mean_teacher": [_scored(1, 25.0)]}, SCALES["plain"], "plain", [],
                                    "none")], r"part 2 was made differently from part 1 \(scale, data, "
                                              r"method_settings\)"),
     (lambda a, b: [a, dict(b, recipe=dict(b["recipe"], confidence_threshold=0.9))], r"differently .*\(recipe\)"),
@@ -597,3 +612,24 @@ def test_ssl_merge_command_writes_the_merged_file_and_never_overwrites_another(t
     write_results(tmp_path / "E", _fat_planes({"dinomix": [_scored(1, 35.0)]}))
     assert cli.main(["benchmark", "ssl", "--merge", B, str(tmp_path / "E"), "--output", str(tmp_path / "F")]) == 2
     assert "dinomix seed 1: different runs in" in capsys.readouterr().err and not (tmp_path / "F").exists()
+
+
+def test_the_cli_offers_every_scale_and_runs_the_fat_plane_table_by_default(capsys):
+    from dinomix_core import cli
+    from dinomix_core.benchmark_ssl import DEFAULT_SCALE
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["benchmark", "ssl"]).scale == DEFAULT_SCALE == "fat_planes_fast"
+    assert [parser.parse_args(["benchmark", "ssl", "--scale", name]).scale for name in SCALES] == list(SCALES)
+    with pytest.raises(SystemExit):  # the plain scale's old name
+        parser.parse_args(["benchmark", "ssl", "--scale", "default"])
+    assert "invalid choice: 'default'" in capsys.readouterr().err
+
+
+def test_the_gpu_scale_is_the_main_table_on_finer_phantoms():
+    """``--full`` keeps the default scale's fat planes, protocols, splits and DINO-Mix settings."""
+    d, f = SCALES["fat_planes_fast"], SCALES["full"]
+    keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test", "fat_planes", "method_settings")
+    assert [getattr(f, k) for k in keep] == [getattr(d, k) for k in keep]
+    assert (f.shape, f.spacing, f.patch) == ((96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48))
+    assert method_config("dinomix", f, 0).pseudo_label_alignment is True

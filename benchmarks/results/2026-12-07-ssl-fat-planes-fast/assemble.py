@@ -1,0 +1,72 @@
+"""Write ``benchmarks/results/ssl_benchmark.json`` (+ .md, chart): the main table of ``dinomix benchmark ssl`` (its
+default scale, ``fat_planes_fast``), its ablation rows and the real-CT check.
+
+    python benchmarks/results/2026-12-07-ssl-fat-planes-fast/assemble.py
+
+- main rows, seeds 0, 1, 2: this folder's ``ssl_benchmark.json`` (``dinomix benchmark ssl --scale fat_planes_fast
+  --seeds 0 1 2 --workers 2``);
+- ablation rows, seed 0: ``../2026-12-07-ssl-fat-planes-fast-ablations/NAME_seed0.json``, each a run of
+  ``--methods dinomix --set FIELD=VALUE``. A run becomes the row of the ablation method whose configuration it had:
+  the script checks that DINO-Mix with the run's ``--set`` is exactly ``dinomix_NAME`` (``--methods dinomix_NAME``
+  now reproduces the row) and that it trained the table's phantoms, recipe and budget;
+- the real-CT transductive check (independent of the phantom scale): ``real_transductive`` of
+  ``../2026-12-06-ssl-plain-scale/ssl_benchmark.json``.
+"""
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE.parent
+sys.path.insert(0, str(RESULTS.parents[1]))
+from dinomix_core import benchmark_ssl as b  # noqa: E402
+
+ABLATIONS = RESULTS / "2026-12-07-ssl-fat-planes-fast-ablations"
+#: run file -> the ablation method it is a run of
+ROWS = {"no_consistency": "dinomix_no_consistency", "no_pic": "dinomix_no_pic",
+        "no_class_weights": "dinomix_no_class_weights", "warmup": "dinomix_warmup", "no_augment": "dinomix_no_augment"}
+SCALE = "fat_planes_fast"
+
+
+def main() -> None:
+    table = json.loads((HERE / "ssl_benchmark.json").read_text())
+    sc = b.SCALES[SCALE]
+    runs = {m: list(r["runs"]) for m, r in table["methods"].items()}
+    commands = []
+    for name, method in ROWS.items():
+        f = ABLATIONS / f"{name}_seed0.json"
+        if not f.is_file():
+            print(f"(no {f.name} yet: no {method} row)")
+            continue
+        res = json.loads(f.read_text())
+        same = {k: (res.get(k), table.get(k)) for k in ("scale", "data", "recipe", "method_settings", "teacher")}
+        if any(x != y for x, y in same.values()) or b.SCALES[res["scale"]] != sc:
+            raise SystemExit(f"{f} was not made like the table: {[k for k, (x, y) in same.items() if x != y]}")
+        as_run = b.method_config("dinomix", sc, 0, overrides=b.parse_overrides(
+            [f"{k}={json.dumps(v)}" for k, v in res["overrides"].items()]))
+        if as_run != b.method_config(method, sc, 0):
+            raise SystemExit(f"{f}: DINO-Mix with --set {res['overrides']} is not {method}")
+        runs[method] = res["methods"]["dinomix"]["runs"]
+        commands.append(method)
+    out = b.results_dict(runs, sc, SCALE, [0, 1, 2], "none")
+    out["command"] = table["command"] + (f" (ablations, seed 0: --methods {' '.join(commands)} --seeds 0)"
+                                         if commands else "")
+    out["machine"], out["wall_seconds"] = table["machine"], table["wall_seconds"]
+    out["real_transductive"] = json.loads((RESULTS / "2026-12-06-ssl-plain-scale" / "ssl_benchmark.json")
+                                          .read_text())["real_transductive"]
+    out["assembled_by"] = "benchmarks/results/2026-12-07-ssl-fat-planes-fast/assemble.py"
+    out["notes"] = {
+        "wall_seconds": "the main rows (seeds 0-2, two runs at a time, phantoms generated and scored) on a 2-core "
+                        "AMD EPYC with AVX-512",
+        "ablations": "seed 0 each, DINO-Mix (this table's) with one component removed (added, for the warm-up), "
+                     "run as --methods dinomix --set FIELD=VALUE: 2026-12-07-ssl-fat-planes-fast-ablations.md",
+        "real_transductive": "labeled: the sample real CT; unlabeled and scored: ts_example (its labels held back); "
+                             "1000 iterations, cpu preset, the recipe without the largest-component pseudo-labels, "
+                             "supervised without class weights (2026-12-04-real-ct-no-warmup/)",
+    }
+    b.write_results(RESULTS, out)
+    print(b.markdown(out))
+
+
+if __name__ == "__main__":
+    main()
