@@ -1,7 +1,7 @@
 """Where DINO-Mix's confident small-organ predictions go wrong on the unlabeled phantoms (a diagnostic).
 
-The final models of the `fat_planes_fast` table's DINO-Mix runs (or another method's) predict every unlabeled (SYNTHETIC) phantom; their
-softmax is compared with the phantoms' hidden labels, pooled over the volumes of each seed:
+The final models of the `fat_planes_fast` table's DINO-Mix runs (or another method's) predict every unlabeled
+(SYNTHETIC) phantom; their softmax is compared with the phantoms' hidden labels, pooled over the volumes of a seed:
 1. precision / recall of each organ's voxels at confidence thresholds 0.5-0.98;
 2. what the confident (>= 0.8) predictions of the small organs really are, and how many of their false positives
    lie within 6 mm of the true organ;
@@ -9,8 +9,10 @@ softmax is compared with the phantoms' hidden labels, pooled over the volumes of
 The trainer's pseudo-labels also pass distribution alignment and the largest-component filter; these numbers are
 of the plain softmax.
 
-    python errors.py RUNS_DIR DATA_DIR [METHOD]   # e.g. OUT/runs  OUT/data/fat_planes_fast of `dinomix benchmark ssl`;
-                                                  # METHOD: dinomix (default), supervised, ...
+    python errors.py RUNS_DIR DATA_DIR [METHOD]
+
+RUNS_DIR, DATA_DIR: ``OUT/runs`` and ``OUT/data/fat_planes_fast`` of ``dinomix benchmark ssl --output OUT``;
+METHOD: dinomix (default), supervised, ...
 """
 import glob
 import re
