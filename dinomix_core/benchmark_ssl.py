@@ -891,7 +891,8 @@ def ssl_main(args) -> int:
     keep = getattr(args, "resume", False) or getattr(args, "real_ct_dir", None)
     if keep and (out / "ssl_benchmark.json").exists():
         existing = json.loads((out / "ssl_benchmark.json").read_text())
-    scale = "quick" if args.quick else ("full" if getattr(args, "full", False) else getattr(args, "scale", DEFAULT_SCALE))
+    scale = "quick" if args.quick else (
+        "full" if getattr(args, "full", False) else getattr(args, "scale", DEFAULT_SCALE))
     if getattr(args, "real_ct_dir", None):
         res = dict(existing or {})
 

@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "dinomix_no_lcc, dinomix_no_pic, dinomix_no_consistency, dinomix_no_class_weights, "
                         "dinomix_warmup, dinomix_no_augment, supervised_no_augment)")
     b.add_argument("--quick", action="store_true", help="ssl: tiny smoke-size run")
-    b.add_argument("--full", action="store_true", help="ssl: the GPU scale (96 x 96 x 48 fat-plane phantoms, 6000 iterations)")
+    b.add_argument("--full", action="store_true",
+                   help="ssl: the GPU scale (96 x 96 x 48 fat-plane phantoms, 6000 iterations)")
     b.add_argument("--scale", choices=["fat_planes_fast", "fat_planes", "full", "quick", "plain", "fast", "coarse"],
                    default="fat_planes_fast",
                    help="ssl: data and budget (default fat_planes_fast: phantoms whose adrenals and oesophagus lie in "
