@@ -176,7 +176,11 @@ def test_the_fat_planes_fast_scale_keeps_the_fat_plane_phantoms_and_patch_with_s
     import dataclasses
 
     f, q = SCALES["fat_planes"], SCALES["fat_planes_fast"]
-    assert dataclasses.replace(q, iterations=f.iterations, method_iterations=f.method_iterations) == f
+    assert dataclasses.replace(q, iterations=f.iterations, method_iterations=f.method_iterations,
+                               method_settings=f.method_settings) == f
+    # the pseudo-label weight adopted at this scale by its rule, the alignment at both
+    assert q.settings_of("dinomix") == {"pseudo_label_alignment": True, "consistency_weight": 2.0}
+    assert f.settings_of("dinomix") == {"pseudo_label_alignment": True}
     assert [method_config(m, q, 0).max_iterations for m in ("supervised", "supervised_all", "mean_teacher",
                                                              "dinomix")] == [3000, 3000, 3000, 6000]
 
@@ -196,8 +200,8 @@ def test_a_scale_s_method_settings_apply_to_that_method_under_the_overrides(scal
 
 def test_results_record_the_scale_s_method_settings_and_resume_checks_them():
     existing = results_dict({"dinomix": [_scored(0, 30.0)]}, SCALES["fat_planes_fast"], "fat_planes_fast", [0], "none")
-    assert existing["method_settings"] == {"dinomix": {"pseudo_label_alignment": True}}
-    assert "at this scale dinomix pseudo_label_alignment=true" in markdown(existing)
+    assert existing["method_settings"] == {"dinomix": {"pseudo_label_alignment": True, "consistency_weight": 2.0}}
+    assert "at this scale dinomix pseudo_label_alignment=true, consistency_weight=2.0" in markdown(existing)
     assert "method_settings" not in results_dict({}, SCALES["plain"], "plain", [0], "none")
     _check_resumable(existing, "fat_planes_fast", "none", {})
     with pytest.raises(ValueError, match=r"made differently \(method_settings "):
@@ -627,8 +631,8 @@ def test_the_cli_offers_every_scale_and_runs_the_fat_plane_table_by_default(caps
 
 
 def test_the_gpu_scale_is_the_main_table_on_finer_phantoms():
-    """``--full`` keeps the default scale's fat planes, protocols, splits and DINO-Mix settings."""
-    d, f = SCALES["fat_planes_fast"], SCALES["full"]
+    """``--full`` keeps the fat-plane scales' phantoms, protocols, splits and pseudo-label alignment."""
+    d, f = SCALES["fat_planes"], SCALES["full"]
     keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test", "fat_planes", "method_settings")
     assert [getattr(f, k) for k in keep] == [getattr(d, k) for k in keep]
     assert (f.shape, f.spacing, f.patch) == ((96, 96, 48), (3.0, 3.0, 4.0), (96, 96, 48))
