@@ -68,7 +68,7 @@ def test_only_the_mean_teacher_and_the_lcc_ablation_keep_every_component_of_a_ps
 @pytest.mark.parametrize("scale", ["fat_planes_fast", "plain", "full"])
 def test_each_ablation_is_the_dinomix_row_with_one_component_changed(ablation, change, scale):
     """Budget and scale settings included: at ``fat_planes_fast`` an ablation trains DINO-Mix's 6000 iterations
-    with its aligned pseudo-labels, as ``--methods dinomix --set FIELD=VALUE`` would."""
+    with its aligned pseudo-labels and weight 2.0, as ``--methods dinomix --set FIELD=VALUE`` would."""
     base, abl = (method_config(m, SCALES[scale], 0).to_dict() for m in ("dinomix", ablation))
     assert {k: abl[k] for k in abl if abl[k] != base[k]} == change
 
@@ -630,7 +630,7 @@ def test_the_cli_offers_every_scale_and_runs_the_fat_plane_table_by_default(caps
     assert "invalid choice: 'default'" in capsys.readouterr().err
 
 
-def test_the_gpu_scale_is_the_main_table_on_finer_phantoms():
+def test_the_gpu_scale_is_the_fat_plane_table_on_finer_phantoms():
     """``--full`` keeps the fat-plane scales' phantoms, protocols, splits and pseudo-label alignment."""
     d, f = SCALES["fat_planes"], SCALES["full"]
     keep = ("n_labeled", "n_unlabeled", "n_validation", "n_test", "fat_planes", "method_settings")
