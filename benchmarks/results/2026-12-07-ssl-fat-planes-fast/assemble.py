@@ -34,14 +34,20 @@ DINOMIX_RUNS = RESULTS / "2026-12-07-ssl-consistency-weight-2" / "ssl_benchmark.
 ABLATED = {"consistency_weight": 1.0}
 
 
+def unlike(res, table) -> list:
+    """The header fields by which ``res`` was made otherwise than ``table`` (``--merge``'s, less ``--set``: the
+    runs' settings are compared as configurations instead)."""
+    return [k for k in b._MADE_ALIKE if k != "overrides" and res.get(k) != table.get(k)]
+
+
 def main() -> None:
     table = json.loads((HERE / "ssl_benchmark.json").read_text())
     sc = b.SCALES[SCALE]
     runs = {m: list(r["runs"]) for m, r in table["methods"].items()}
     dm = json.loads(DINOMIX_RUNS.read_text())
-    if b.method_config("dinomix", sc, 0, overrides=dm["overrides"]) != b.method_config("dinomix", sc, 0) or any(
-            dm.get(k) != table.get(k) for k in ("scale", "data", "recipe", "method_settings", "teacher")):
-        raise SystemExit(f"{DINOMIX_RUNS} is not the scale's DINO-Mix on the table's phantoms")
+    if b.method_config("dinomix", sc, 0, overrides=dm["overrides"]) != b.method_config("dinomix", sc, 0) or unlike(
+            dm, table):
+        raise SystemExit(f"{DINOMIX_RUNS} is not the scale's DINO-Mix on the table's phantoms: {unlike(dm, table)}")
     runs["dinomix"] = dm["methods"]["dinomix"]["runs"]
     commands = []
     for name, method in ROWS.items():
@@ -50,9 +56,8 @@ def main() -> None:
             print(f"(no {f.name} yet: no {method} row)")
             continue
         res = json.loads(f.read_text())
-        same = {k: (res.get(k), table.get(k)) for k in ("scale", "data", "recipe", "method_settings", "teacher")}
-        if any(x != y for x, y in same.values()) or b.SCALES[res["scale"]] != sc:
-            raise SystemExit(f"{f} was not made like the table: {[k for k, (x, y) in same.items() if x != y]}")
+        if unlike(res, table):
+            raise SystemExit(f"{f} was not made like the table: {unlike(res, table)}")
         # what the run trained: the scale's DINO-Mix of its day (ABLATED) with its --set
         as_run = b.method_config("dinomix", sc, 0, overrides={**ABLATED, **b.parse_overrides(
             [f"{k}={json.dumps(v)}" for k, v in res["overrides"].items()])})

@@ -30,8 +30,8 @@ from dinomix_core.labels import ORGANS  # noqa: E402
 from dinomix_core.phantoms import WIDE_VARIATION  # noqa: E402
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-SMALL = {"gallbladder": 4, "esophagus": 5, "portal and splenic veins": 10, "pancreas": 11,
-         "right adrenal gland": 12, "left adrenal gland": 13}
+SMALL = {o: ORGANS.index(o) + 1 for o in ("gallbladder", "esophagus", "portal and splenic veins", "pancreas",
+                                         "right adrenal gland", "left adrenal gland")}
 NAMES = ["background"] + list(ORGANS)
 
 
@@ -46,7 +46,8 @@ def main(runs: str, data: str, method: str = "dinomix", seeds=(0, 1, 2)) -> None
         for img in cases:
             phase = WIDE_VARIATION.draw_extras(int(re.findall(r"(\d+)\.nii", img)[0]))[0]
             p = pr.predict_proba(img).numpy()
-            ref = np.asarray(nib.load(img.replace(".nii.gz", "_label.nii.gz")).dataobj).astype(int)
+            lab = nib.load(img.replace(".nii.gz", "_label.nii.gz"))
+            ref, mm = np.asarray(lab.dataobj).astype(int), lab.header.get_zooms()[:3]
             conf, y = p.max(0), p.argmax(0)
             sure = conf >= 0.8
             np.add.at(confusion, (y[sure], ref[sure]), 1)
@@ -64,7 +65,7 @@ def main(runs: str, data: str, method: str = "dinomix", seeds=(0, 1, 2)) -> None
                     ph[c] += [(pc & rc).sum(), pc.sum(), rc.sum()]
                     wrong = pc & ~rc
                     if rc.any() and wrong.any():
-                        d = ndimage.distance_transform_edt(~rc, sampling=(4.5, 4.5, 6.0))
+                        d = ndimage.distance_transform_edt(~rc, sampling=mm)
                         near[c] += (d[wrong] <= 6.0).sum()
                         fp[c] += wrong.sum()
         print(f"## seed {seed}: precision / recall (%) by threshold")
