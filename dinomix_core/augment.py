@@ -8,7 +8,8 @@ draws those changes for every training patch, built from MONAI transforms:
   size, patient position and in-plane spacing. No flips: kidneys and adrenal glands are lateralised.
 * intensity (``intensity``): Gaussian blur (kernel), Gaussian noise, global scale and shift (calibration, window),
   gamma, and on labeled patches a random mean HU per organ (contrast phase, [ours]); a *weak* variant (small
-  shift and scale only) is the view the EMA teacher predicts from while the student sees the strong one.
+  shift and scale only) is the view the EMA teacher predicts from while the student sees the strong one; the
+  strong view of an unlabeled patch may also get a random monotone intensity curve (``aug_curve_prob``).
 
 Images are the preprocessed [0, 1] HU window (``config.hu_range``); every intensity range below is in those units
 (0.1 is 35 HU for the default 350 HU window). The result is clipped back to [0, 1] like the preprocessing's window.
@@ -30,6 +31,7 @@ from monai.transforms import (
     RandAffined,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    RandHistogramShiftd,
     RandScaleIntensityd,
     RandShiftIntensityd,
     Randomizable,
@@ -136,8 +138,12 @@ class PatchAugmenter:
         self._strong = Compose(strong)
         self._weak = Compose([RandScaleIntensityd("image", factors=s / 2, prob=0.5),
                               RandShiftIntensityd("image", offsets=s / 2, prob=0.5)])
-        for i, t in enumerate([*self._spatial.values(), self._organ, self._strong, self._weak]):
-            t.set_random_state(seed=(int(seed) * 7919 + i) % (2**32))
+        # only built when used, so that a run without it draws exactly what it drew before the field existed
+        self._curve = (RandHistogramShiftd("image", num_control_points=tuple(config.aug_curve_points),
+                                           prob=config.aug_curve_prob) if config.aug_curve_prob > 0 else None)
+        for i, t in enumerate([*self._spatial.values(), self._organ, self._strong, self._weak, self._curve]):
+            if t is not None:
+                t.set_random_state(seed=(int(seed) * 7919 + i) % (2**32))
 
     def _randomizables(self) -> list:
         """Every random state, nested ones included (MONAI's dictionary transforms wrap array transforms that
@@ -150,8 +156,9 @@ class PatchAugmenter:
                 for value in vars(obj).values():
                     walk(value)
 
-        for t in [*self._spatial.values(), self._organ, *self._strong.transforms, *self._weak.transforms]:
-            walk(t)
+        for t in [*self._spatial.values(), self._organ, *self._strong.transforms, *self._weak.transforms, self._curve]:
+            if t is not None:
+                walk(t)
         return found
 
     def state_dict(self) -> dict:
@@ -178,9 +185,12 @@ class PatchAugmenter:
         return torch.as_tensor(out["image"]).float(), torch.as_tensor(out["label"])[0].round().to(label.dtype)
 
     def intensity(self, image: torch.Tensor, label: Optional[torch.Tensor] = None, strong: bool = True) -> torch.Tensor:
-        """The strong (student) or weak (EMA teacher) intensity view of ``image``; organ offsets need ``label``."""
+        """The strong (student) or weak (EMA teacher) intensity view of ``image``; organ offsets need ``label``,
+        and the intensity curve is for the strong view of an unlabeled patch (``label`` None) only."""
         d = {"image": image}
         if strong and label is not None and self.config.aug_organ_prob > 0:
             d = self._organ({"image": image, "label": label})
         d = (self._strong if strong else self._weak)({"image": d["image"]})
+        if strong and label is None and self._curve is not None:
+            d = self._curve({"image": _clip01(d["image"])})
         return _clip01(d["image"]).float().contiguous()

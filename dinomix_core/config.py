@@ -111,6 +111,10 @@ class DinoMixConfig:
         aug_organ_prob: probability that a labeled patch's organs each get a random mean intensity (contrast
             phase: a contrast-enhanced kidney is about 200 HU, a non-contrast one 30 HU).
         aug_organ_hu: (low, high) HU range the organs' random mean intensities are drawn from.
+        aug_curve_prob: probability that the student's view of an unlabeled patch gets a random monotone intensity
+            curve (MONAI ``RandHistogramShift``): a label-free change of tissue contrast, which the pseudo-labels of
+            the teacher's weak view teach the student to ignore. Labeled patches never get it (0: off).
+        aug_curve_points: (min, max) control points of that curve; fewer points, larger intensity moves.
         seed: random seed.
         amp: mixed precision on CUDA.
         # inference
@@ -194,6 +198,8 @@ class DinoMixConfig:
     aug_organ_prob: float = 0.8
     aug_intensity: float = 0.1
     aug_noise_std: float = 0.03
+    aug_curve_prob: float = 0.0
+    aug_curve_points: Tuple[int, int] = (4, 10)
     crop_foreground_prob: float = 0.67
     augment: bool = True
     sw_overlap: float = 0.25
@@ -303,6 +309,9 @@ class DinoMixConfig:
         _in_range(self, "aug_spatial_prob", 0.0, 1.0)
         _in_range(self, "aug_scale", 0.0, 1.0, upper_open=True)
         _in_range(self, "aug_organ_prob", 0.0, 1.0)
+        _in_range(self, "aug_curve_prob", 0.0, 1.0)
+        if len(self.aug_curve_points) != 2 or not 3 <= self.aug_curve_points[0] <= self.aug_curve_points[1]:
+            raise ValueError(f"aug_curve_points must be (min, max) with 3 <= min <= max, got {self.aug_curve_points}.")
         if len(self.aug_rotate_deg) != 3 or any(not 0 <= d <= 180 for d in self.aug_rotate_deg):
             raise ValueError(f"aug_rotate_deg must be three angles in [0, 180], got {self.aug_rotate_deg}.")
         if min(self.aug_intensity, self.aug_noise_std) < 0:

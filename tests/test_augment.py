@@ -81,9 +81,35 @@ def test_weak_view_is_milder_than_strong():
     assert float(weak) < float(strong)
 
 
+def test_curve_only_changes_the_strong_view_of_unlabeled_patches_and_keeps_intensity_order():
+    image, label = _patch()
+    off, on = PatchAugmenter(DinoMixConfig(), seed=2), PatchAugmenter(DinoMixConfig(aug_curve_prob=1.0), seed=2)
+    assert torch.equal(off.intensity(image, label), on.intensity(image, label))  # labeled: never curved
+    assert torch.equal(off.intensity(image, None, strong=False), on.intensity(image, None, strong=False))  # weak
+    plain, curved = off.intensity(image, None), on.intensity(image, None)
+    assert float((plain - curved).abs().max()) > 0.01
+    assert float(curved.min()) >= 0.0 and float(curved.max()) <= 1.0
+    ranked = curved.reshape(-1)[torch.argsort(plain.reshape(-1))]  # one monotone curve: the order of values kept
+    assert bool((ranked[1:] >= ranked[:-1] - 1e-6).all())
+
+
+def test_curve_off_adds_no_random_state_and_on_resumes():
+    n_off = len(PatchAugmenter(DinoMixConfig()).state_dict()["states"])
+    a = PatchAugmenter(DinoMixConfig(aug_curve_prob=0.5), seed=4)
+    assert len(a.state_dict()["states"]) > n_off
+    image, _ = _patch()
+    a.intensity(image, None)
+    b = PatchAugmenter(DinoMixConfig(aug_curve_prob=0.5), seed=9)
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(a.intensity(image, None), b.intensity(image, None)) for _ in range(4))
+
+
 @pytest.mark.parametrize(
     "changes, match",
     [
+        ({"aug_curve_prob": -0.1}, "aug_curve_prob"),
+        ({"aug_curve_points": (2, 6)}, "aug_curve_points"),
+        ({"aug_curve_points": (8, 5)}, "aug_curve_points"),
         ({"aug_spatial_prob": 1.5}, "aug_spatial_prob"),
         ({"aug_rotate_deg": (1.0, 2.0)}, "aug_rotate_deg"),
         ({"aug_scale": 1.0}, "aug_scale"),

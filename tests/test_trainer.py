@@ -536,3 +536,18 @@ def test_pseudo_label_alignment_towards_the_labeled_volumes(phantoms, tmp_path, 
     # an untrained teacher over-predicts some organs: they are damped, so fewer voxels are labeled as them
     damped = [c for c in range(1, config.out_channels) if trainer.aligner.ratio()[c] < 1]
     assert damped and sum(int((labels == c).sum()) for c in damped) < sum(int((raw == c).sum()) for c in damped)
+
+
+def test_intensity_curve_reaches_only_the_students_view_of_unlabeled_patches(phantoms, tmp_path):
+    """``aug_curve_prob``: the same seed gives the same labeled patch and teacher view, another student view."""
+    views = {}
+    for prob in (0.0, 1.0):
+        config = tiny_config(max_iterations=2, use_fkd=False, teacher="none", augment=True, aug_curve_prob=prob)
+        trainer = DinoMixTrainer(config, phantoms["labeled"], phantoms["unlabeled"], str(tmp_path / str(prob)),
+                                 device="cpu")
+        views[prob] = (trainer.sample(trainer.labeled, 1, labeled=True), trainer.sample(trainer.unlabeled, 1,
+                                                                                         labeled=False))
+        assert math.isfinite(trainer.train_step(0)["total"])
+    (lab0, unl0), (lab1, unl1) = views[0.0], views[1.0]
+    assert torch.equal(lab0.image, lab1.image) and torch.equal(unl0.weak, unl1.weak)
+    assert float((unl0.image - unl1.image).abs().max()) > 0.01
