@@ -93,7 +93,7 @@ def test_curve_only_changes_the_strong_view_of_unlabeled_patches_and_keeps_inten
     assert bool((ranked[1:] >= ranked[:-1] - 1e-6).all())
 
 
-def test_curve_off_adds_no_random_state_and_on_resumes():
+def test_curve_adds_its_own_random_state_and_resumes():
     n_off = len(PatchAugmenter(DinoMixConfig()).state_dict()["states"])
     a = PatchAugmenter(DinoMixConfig(aug_curve_prob=0.5), seed=4)
     assert len(a.state_dict()["states"]) > n_off
